@@ -1,0 +1,184 @@
+//! Cases: the YAML files under `test_configs/{family}/{category}/`, typed, validated and named.
+
+pub mod discover;
+pub mod load;
+pub mod locate;
+pub mod name;
+pub mod schema;
+pub mod select;
+pub mod testlist;
+pub mod validate;
+pub mod violation;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use self::locate::LineIndex;
+use self::schema::DisaggSpec;
+use self::violation::Violation;
+
+/// A family of cases: how its files are loaded and which categories it has. Adding a family (cb,
+/// aggregated, latency) means adding an entry to `FAMILIES` with its own schema and loader.
+pub struct Family {
+    pub name: &'static str,
+    pub categories: &'static [&'static str],
+    load: fn(text: &str, category: &str, stem: &str) -> (Option<CaseSpec>, Vec<Violation>),
+}
+
+impl std::fmt::Debug for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Categories of the disagg/wideep families. `perf-sanity` and `stress` exist upstream and run like
+/// `perf`; any other directory name is an error (a typo must not silently create a new category).
+const DISAGG_CATEGORIES: &[&str] = &["perf", "accuracy", "perf-sanity", "stress"];
+
+pub static FAMILIES: &[Family] = &[
+    Family {
+        name: "disagg",
+        categories: DISAGG_CATEGORIES,
+        load: load_disagg,
+    },
+    Family {
+        name: "wideep",
+        categories: DISAGG_CATEGORIES,
+        load: load_disagg,
+    },
+];
+
+pub fn family(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+fn load_disagg(text: &str, category: &str, stem: &str) -> (Option<CaseSpec>, Vec<Violation>) {
+    let (spec, mut violations) = load::parse_spec::<DisaggSpec>(text, schema::known_fields);
+    let Some(spec) = spec else {
+        return (None, violations);
+    };
+    violations.extend(validate::validate(&spec, category));
+    violations.extend(name::check(stem, &spec));
+    (Some(CaseSpec::Disagg(Box::new(spec))), violations)
+}
+
+/// The typed content of a case, one variant per schema.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum CaseSpec {
+    Disagg(Box<DisaggSpec>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// `{family}_{category}_{file stem}`: the trial name.
+    pub name: String,
+    pub family: &'static Family,
+    pub category: String,
+    pub path: PathBuf,
+    /// `None` when the file did not deserialize (see `violations`).
+    pub spec: Option<CaseSpec>,
+    /// Errors and warnings, each with file and line.
+    pub violations: Vec<Violation>,
+}
+
+impl Case {
+    pub fn make_name(family: &str, category: &str, stem: &str) -> String {
+        format!("{family}_{category}_{stem}")
+    }
+
+    /// Reads, deserializes, validates and name-checks one file.
+    pub fn load(path: &Path, family: &'static Family, category: &str) -> Case {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = Case::make_name(family.name, category, &stem);
+        let (spec, mut violations) = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (spec, mut violations) = (family.load)(&text, category, &stem);
+                if violations
+                    .iter()
+                    .any(|v| v.line.is_none() && !v.key.is_empty())
+                {
+                    let index = LineIndex::build(&text);
+                    for v in &mut violations {
+                        if v.line.is_none() && !v.key.is_empty() {
+                            v.line = index.line_of(&v.key);
+                        }
+                    }
+                }
+                (spec, violations)
+            }
+            Err(e) => (
+                None,
+                vec![Violation::error("", format!("failed to read: {e}"))],
+            ),
+        };
+        for v in &mut violations {
+            v.file = path.to_path_buf();
+        }
+        violations.sort_by_key(|v| (std::cmp::Reverse(v.severity), v.line));
+        Case {
+            name,
+            family,
+            category: category.to_owned(),
+            path: path.to_path_buf(),
+            spec,
+            violations,
+        }
+    }
+
+    /// The libtest-mimic kind shown as `[kind]`.
+    pub fn kind(&self) -> &str {
+        &self.category
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| v.is_error())
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+
+    pub fn disagg(&self) -> Option<&DisaggSpec> {
+        match &self.spec {
+            Some(CaseSpec::Disagg(s)) => Some(s),
+            None => None,
+        }
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.disagg().map(|s| s.metadata.model_name.as_str())
+    }
+
+    /// `None`: the case runs on any GPU type.
+    pub fn supported_gpus(&self) -> Option<&[String]> {
+        self.disagg()
+            .and_then(|s| s.metadata.supported_gpus.as_deref())
+    }
+
+    /// Why this case cannot run on `gpu_type`, if it cannot.
+    pub fn gpu_ignore_reason(&self, gpu_type: &str) -> Option<String> {
+        let gpus = self.supported_gpus()?;
+        if gpus.iter().any(|g| g.eq_ignore_ascii_case(gpu_type)) {
+            None
+        } else {
+            Some(format!(
+                "GPU_TYPE={gpu_type} is not in metadata.supported_gpus [{}]",
+                gpus.join(", ")
+            ))
+        }
+    }
+
+    /// Total GPUs one job of this case occupies (all ctx and gen workers).
+    pub fn total_gpus(&self) -> Option<u64> {
+        let s = self.disagg()?;
+        Some(
+            s.hardware.num_ctx_servers * s.worker_config.ctx.gpus()
+                + s.hardware.num_gen_servers * s.worker_config.gen.gpus(),
+        )
+    }
+}

@@ -1,0 +1,448 @@
+//! Typed model of a disagg/wideep case file, shaped so that upstream TensorRT-LLM YAML files load
+//! unchanged. Sections the harness owns reject unknown keys (reported by `load`, all at once, with a
+//! "did you mean" hint); engine keys under `worker_config.{ctx,gen}` that the harness does not reason
+//! about are kept verbatim in `extra` and passed to the engine untouched.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_yaml::Value;
+
+/// One disaggregated (or wide-EP) serving case: the whole YAML file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DisaggSpec {
+    pub metadata: Metadata,
+    pub slurm: Slurm,
+    pub benchmark: Benchmark,
+    pub hardware: Hardware,
+    pub environment: Environment,
+    #[serde(default)]
+    pub profiling: Profiling,
+    #[serde(default)]
+    pub accuracy: Accuracy,
+    /// Older upstream files keep the lengths in a top-level `sequence` section.
+    #[serde(default)]
+    pub sequence: Option<Sequence>,
+    pub worker_config: WorkerConfigs,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Metadata {
+    pub model_name: String,
+    #[serde(default)]
+    pub precision: Option<String>,
+    #[serde(default)]
+    pub model_dir_name: Option<String>,
+    /// Absent means "any GPU" (upstream falls back to a list of every type it knows).
+    #[serde(default)]
+    pub supported_gpus: Option<Vec<String>>,
+    #[serde(default)]
+    pub script_file: Option<String>,
+    #[serde(default)]
+    pub benchmark_type: Option<String>,
+    #[serde(default)]
+    pub config_index: Option<i64>,
+    #[serde(default)]
+    pub dataset_file: Option<String>,
+    #[serde(default)]
+    pub accuracy: Option<AccuracyExpectations>,
+    /// Upstream's loader reads metric overrides from here.
+    #[serde(default)]
+    pub metrics: Option<MetricsOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AccuracyExpectations {
+    #[serde(default)]
+    pub datasets: Vec<DatasetThreshold>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DatasetThreshold {
+    /// Upstream YAML writes `dataset_name`; its loader reads `name`: accept both.
+    #[serde(alias = "name")]
+    pub dataset_name: String,
+    pub expected_value: f64,
+    #[serde(default)]
+    pub threshold_type: ThresholdType,
+    /// Absolute or relative allowance, for the `absolute`/`relative` threshold types.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    #[serde(default)]
+    pub filter_type: Option<String>,
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    #[serde(default)]
+    pub beta: Option<f64>,
+    #[serde(default)]
+    pub sigma: Option<f64>,
+    #[serde(default)]
+    pub num_samples: Option<u64>,
+    #[serde(default)]
+    pub higher_is_better: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdType {
+    /// Upstream's one-tailed z-test (the only type upstream implements).
+    #[default]
+    HypothesisTest,
+    Absolute,
+    Relative,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Slurm {
+    #[serde(default)]
+    pub script_file: Option<String>,
+    pub partition: String,
+    pub account: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub job_time: String,
+    #[serde(default)]
+    pub job_name: Option<String>,
+    #[serde(default)]
+    pub extra_args: Option<String>,
+    #[serde(default)]
+    pub numa_bind: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchmarkMode {
+    E2e,
+    GenOnly,
+    CtxOnly,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Benchmark {
+    pub mode: BenchmarkMode,
+    #[serde(default)]
+    pub use_nv_sa_benchmark: Option<bool>,
+    #[serde(default)]
+    pub multi_round: Option<u64>,
+    #[serde(default)]
+    pub benchmark_ratio: Option<f64>,
+    pub streaming: bool,
+    pub concurrency_list: ConcurrencyList,
+    #[serde(default)]
+    pub input_length: Option<u64>,
+    #[serde(default)]
+    pub output_length: Option<u64>,
+    #[serde(default)]
+    pub dataset_file: Option<String>,
+    #[serde(default)]
+    pub metrics: Option<MetricsOverride>,
+}
+
+/// Upstream writes `"1 2 4 8"`, `'1024'` or a bare number; a YAML list is accepted too. Items that
+/// are not positive integers are kept so that validation can name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConcurrencyList {
+    pub items: Vec<String>,
+}
+
+impl ConcurrencyList {
+    /// The parsed levels; items that do not parse are skipped (validation reports them).
+    pub fn levels(&self) -> Vec<u64> {
+        self.items.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for ConcurrencyList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+            List(Vec<Scalar>),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Number(i64),
+            Text(String),
+        }
+        let items = match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => vec![n.to_string()],
+            Raw::Text(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Raw::List(v) => v
+                .into_iter()
+                .map(|s| match s {
+                    Scalar::Number(n) => n.to_string(),
+                    Scalar::Text(t) => t,
+                })
+                .collect(),
+        };
+        Ok(ConcurrencyList { items })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MetricsOverride {
+    #[serde(default)]
+    pub log_file: Option<String>,
+    #[serde(default)]
+    pub extractor_pattern: Option<String>,
+    #[serde(default)]
+    pub metric_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Sequence {
+    pub input_length: u64,
+    pub output_length: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Hardware {
+    pub gpus_per_node: u64,
+    pub num_ctx_servers: u64,
+    pub num_gen_servers: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Environment {
+    #[serde(default)]
+    pub container_mount: Option<String>,
+    #[serde(default)]
+    pub container_image: Option<String>,
+    #[serde(default)]
+    pub model_path: Option<String>,
+    #[serde(default)]
+    pub trtllm_repo: Option<String>,
+    #[serde(default)]
+    pub trtllm_wheel_path: Option<String>,
+    #[serde(default)]
+    pub build_wheel: Option<bool>,
+    #[serde(default)]
+    pub dataset_file: Option<String>,
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    /// `"K=V K=V"`, exported for every worker.
+    #[serde(default)]
+    pub worker_env_var: Option<String>,
+    /// `"K=V K=V"`, exported for the disagg router.
+    #[serde(default)]
+    pub server_env_var: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Profiling {
+    #[serde(default)]
+    pub nsys_on: bool,
+}
+
+/// The `accuracy` section. Current upstream files map task names to lm-eval settings; older ones use
+/// a flat `model`/`tasks`/`model_args_extra` form. Both load; `tasks()` gives one view of them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Accuracy {
+    #[serde(default)]
+    pub enable_accuracy_test: bool,
+    #[serde(default)]
+    pub env_var: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tasks: Option<AccuracyTasks>,
+    /// Flat (older) form: lm-eval model type for every task.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Flat (older) form: extra model args for every task.
+    #[serde(default)]
+    pub model_args_extra: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum AccuracyTasks {
+    /// `tasks: "gsm8k,mmlu"` (flat form).
+    Names(String),
+    /// `tasks: { gsm8k: { model: …, model_args_extra: …, extra_kwargs: … } }`.
+    Map(BTreeMap<String, AccuracyTask>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct AccuracyTask {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub model_args_extra: Option<String>,
+    #[serde(default)]
+    pub extra_kwargs: BTreeMap<String, Value>,
+}
+
+impl Accuracy {
+    /// Every task with its effective settings, whichever form the file used.
+    pub fn tasks(&self) -> Vec<(String, AccuracyTask)> {
+        match &self.tasks {
+            None => Vec::new(),
+            Some(AccuracyTasks::Map(map)) => {
+                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+            Some(AccuracyTasks::Names(names)) => names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    let task = AccuracyTask {
+                        model: self.model.clone(),
+                        model_args_extra: self.model_args_extra.clone(),
+                        extra_kwargs: BTreeMap::new(),
+                    };
+                    (n.to_owned(), task)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WorkerConfigs {
+    pub ctx: WorkerConfig,
+    pub gen: WorkerConfig,
+}
+
+/// One worker's engine config. Typed fields are the ones the harness reasons about; everything else
+/// is kept in `extra` and passed to the engine verbatim.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct WorkerConfig {
+    #[serde(default)]
+    pub tensor_parallel_size: Option<u64>,
+    #[serde(default)]
+    pub pipeline_parallel_size: Option<u64>,
+    #[serde(default)]
+    pub context_parallel_size: Option<u64>,
+    #[serde(default)]
+    pub moe_expert_parallel_size: Option<u64>,
+    #[serde(default)]
+    pub enable_attention_dp: Option<bool>,
+    #[serde(default)]
+    pub max_batch_size: Option<u64>,
+    #[serde(default)]
+    pub max_num_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_seq_len: Option<u64>,
+    #[serde(default)]
+    pub cache_transceiver_config: Option<CacheTransceiverConfig>,
+    #[serde(default)]
+    pub speculative_config: Option<SpeculativeConfig>,
+    #[serde(default)]
+    pub moe_config: Option<MoeConfig>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl WorkerConfig {
+    pub fn tp(&self) -> u64 {
+        self.tensor_parallel_size.unwrap_or(1)
+    }
+    pub fn pp(&self) -> u64 {
+        self.pipeline_parallel_size.unwrap_or(1)
+    }
+    pub fn cp(&self) -> u64 {
+        self.context_parallel_size.unwrap_or(1)
+    }
+    pub fn attention_dp(&self) -> bool {
+        self.enable_attention_dp.unwrap_or(false)
+    }
+    /// GPUs one instance of this worker occupies.
+    pub fn gpus(&self) -> u64 {
+        self.tp() * self.pp() * self.cp()
+    }
+    /// Speculative (MTP) layers: `num_nextn_predict_layers`, else `max_draft_len`, else 0.
+    pub fn mtp_layers(&self) -> u64 {
+        self.speculative_config
+            .as_ref()
+            .and_then(|s| s.num_nextn_predict_layers.or(s.max_draft_len))
+            .unwrap_or(0)
+    }
+    pub fn eplb_slots(&self) -> u64 {
+        self.moe_config
+            .as_ref()
+            .and_then(|m| m.load_balancer.as_ref())
+            .and_then(|lb| lb.num_slots)
+            .unwrap_or(0)
+    }
+    pub fn transceiver_backend(&self) -> Option<&str> {
+        self.cache_transceiver_config
+            .as_ref()
+            .and_then(|c| c.backend.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct CacheTransceiverConfig {
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct SpeculativeConfig {
+    #[serde(default)]
+    pub num_nextn_predict_layers: Option<u64>,
+    #[serde(default)]
+    pub max_draft_len: Option<u64>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct MoeConfig {
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancer>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct LoadBalancer {
+    #[serde(default)]
+    pub num_slots: Option<u64>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// SLURM times are strings, but `job_time: 120` (minutes) is a YAML number.
+fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(s) => s,
+    })
+}
+
+/// Sections whose unknown keys are errors, with the struct fields known there (for "did you mean").
+/// Paths not listed here (the `extra` maps of worker configs) accept any key.
+pub fn known_fields(path: &str) -> Option<&'static [&'static str]> {
+    use serde_aux::serde_introspection::serde_introspect as fields;
+    Some(match path {
+        "" => fields::<DisaggSpec>(),
+        "metadata" => fields::<Metadata>(),
+        "metadata.accuracy" => fields::<AccuracyExpectations>(),
+        "metadata.metrics" | "benchmark.metrics" => fields::<MetricsOverride>(),
+        "slurm" => fields::<Slurm>(),
+        "benchmark" => fields::<Benchmark>(),
+        "hardware" => fields::<Hardware>(),
+        "environment" => fields::<Environment>(),
+        "profiling" => fields::<Profiling>(),
+        "accuracy" => fields::<Accuracy>(),
+        "sequence" => fields::<Sequence>(),
+        "worker_config" => fields::<WorkerConfigs>(),
+        p if is_dataset_entry(p) => fields::<DatasetThreshold>(),
+        _ => return None,
+    })
+}
+
+fn is_dataset_entry(path: &str) -> bool {
+    path.strip_prefix("metadata.accuracy.datasets.")
+        .is_some_and(|idx| idx.parse::<usize>().is_ok())
+}

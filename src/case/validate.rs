@@ -1,0 +1,539 @@
+//! Semantic rules for disagg/wideep cases, run after the file deserialized. Every rule adds to one
+//! list, so a user sees every problem of a file at once.
+//!
+//! Upstream's validator (TensorRT-LLM `config_validator.py`) and seed 001 disagree in two places;
+//! the choices made here:
+//! - MTP token budget: gen `max_num_tokens >= max_batch_size * (mtp + 1)` is required (upstream's
+//!   refinement of the seed's "equal"); a larger budget is only a warning.
+//! - Sequence lengths: ctx `max_seq_len > input_length` and gen `max_seq_len > input + output`. The
+//!   seed's literal "both > input + output" would reject upstream's own 1k1k configs whose ctx
+//!   workers only ever see the prompt.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::name::lengths;
+use super::schema::{DisaggSpec, ThresholdType, WorkerConfig};
+use super::violation::Violation;
+
+pub fn validate(spec: &DisaggSpec, category: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    mtp_token_budget(spec, &mut out);
+    streaming(spec, &mut out);
+    sequence_lengths(spec, &mut out);
+    concurrency(spec, &mut out);
+    positive_sizes(spec, &mut out);
+    gpu_layout(spec, &mut out);
+    job_time(spec, &mut out);
+    env_var_strings(spec, &mut out);
+    benchmark_knobs(spec, &mut out);
+    metrics_patterns(spec, &mut out);
+    if category == "accuracy" {
+        accuracy(spec, &mut out);
+    }
+    out
+}
+
+fn sides(spec: &DisaggSpec) -> [(&'static str, &WorkerConfig); 2] {
+    [
+        ("ctx", &spec.worker_config.ctx),
+        ("gen", &spec.worker_config.gen),
+    ]
+}
+
+fn mtp_token_budget(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let gen = &spec.worker_config.gen;
+    let mtp = gen.mtp_layers();
+    let (Some(tokens), Some(batch)) = (gen.max_num_tokens, gen.max_batch_size) else {
+        return;
+    };
+    if mtp == 0 {
+        return;
+    }
+    let needed = batch * (mtp + 1);
+    let key = "worker_config.gen.max_num_tokens";
+    if tokens < needed {
+        out.push(
+            Violation::error(
+                key,
+                format!(
+                    "is {tokens} but must be at least max_batch_size × (mtp + 1) = {batch} × {} = {needed}",
+                    mtp + 1
+                ),
+            )
+            .with_value(tokens),
+        );
+    } else if tokens > needed {
+        out.push(
+            Violation::warning(
+                key,
+                format!(
+                    "is {tokens}, more than max_batch_size × (mtp + 1) = {needed}; seed 001 expects them equal"
+                ),
+            )
+            .with_value(tokens),
+        );
+    }
+}
+
+fn streaming(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    if !spec.benchmark.streaming {
+        out.push(
+            Violation::error(
+                "benchmark.streaming",
+                "must be true (TTFT/ITL are only measurable on streamed responses)",
+            )
+            .with_value(false),
+        );
+    }
+}
+
+fn sequence_lengths(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let (isl, osl) = lengths(spec);
+    if isl.is_none() {
+        out.push(Violation::error(
+            "benchmark.input_length",
+            "is missing (set benchmark.input_length, or sequence.input_length in older files)",
+        ));
+    }
+    if osl.is_none() {
+        out.push(Violation::error(
+            "benchmark.output_length",
+            "is missing (set benchmark.output_length, or sequence.output_length in older files)",
+        ));
+    }
+    let (Some(isl), Some(osl)) = (isl, osl) else {
+        return;
+    };
+    if let Some(ctx) = spec.worker_config.ctx.max_seq_len {
+        if ctx <= isl {
+            out.push(
+                Violation::error(
+                    "worker_config.ctx.max_seq_len",
+                    format!("is {ctx} but must be greater than input_length {isl}"),
+                )
+                .with_value(ctx),
+            );
+        }
+    }
+    if let Some(gen) = spec.worker_config.gen.max_seq_len {
+        if gen <= isl + osl {
+            out.push(
+                Violation::error(
+                    "worker_config.gen.max_seq_len",
+                    format!(
+                        "is {gen} but must be greater than input_length + output_length = {}",
+                        isl + osl
+                    ),
+                )
+                .with_value(gen),
+            );
+        }
+    }
+}
+
+fn concurrency(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let list = &spec.benchmark.concurrency_list;
+    let key = "benchmark.concurrency_list";
+    if list.items.is_empty() {
+        out.push(Violation::error(
+            key,
+            "is empty; give at least one concurrency level",
+        ));
+        return;
+    }
+    for item in &list.items {
+        if !matches!(item.parse::<u64>(), Ok(n) if n > 0) {
+            out.push(
+                Violation::error(key, format!("`{item}` is not a positive integer"))
+                    .with_value(item),
+            );
+        }
+    }
+    let gen = &spec.worker_config.gen;
+    let Some(batch) = gen.max_batch_size else {
+        return;
+    };
+    let (cap, how) = if gen.attention_dp() {
+        (
+            batch * gen.tp(),
+            format!(
+                "gen max_batch_size × tensor_parallel_size = {batch} × {}",
+                gen.tp()
+            ),
+        )
+    } else {
+        (batch, format!("gen max_batch_size {batch}"))
+    };
+    for level in list.levels() {
+        if level > cap {
+            out.push(
+                Violation::warning(
+                    key,
+                    format!("concurrency {level} exceeds {how} = {cap}; requests will queue"),
+                )
+                .with_value(level),
+            );
+        }
+    }
+}
+
+fn positive_sizes(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let mut need = |key: String, value: Option<u64>| {
+        if value == Some(0) {
+            out.push(Violation::error(key, "must be at least 1").with_value(0));
+        }
+    };
+    need(
+        "hardware.gpus_per_node".into(),
+        Some(spec.hardware.gpus_per_node),
+    );
+    need(
+        "hardware.num_ctx_servers".into(),
+        Some(spec.hardware.num_ctx_servers),
+    );
+    need(
+        "hardware.num_gen_servers".into(),
+        Some(spec.hardware.num_gen_servers),
+    );
+    let (isl, osl) = lengths(spec);
+    need("benchmark.input_length".into(), isl);
+    need("benchmark.output_length".into(), osl);
+    for (side, cfg) in sides(spec) {
+        for (field, value) in [
+            ("tensor_parallel_size", cfg.tensor_parallel_size),
+            ("pipeline_parallel_size", cfg.pipeline_parallel_size),
+            ("context_parallel_size", cfg.context_parallel_size),
+            ("moe_expert_parallel_size", cfg.moe_expert_parallel_size),
+            ("max_batch_size", cfg.max_batch_size),
+            ("max_num_tokens", cfg.max_num_tokens),
+            ("max_seq_len", cfg.max_seq_len),
+        ] {
+            need(format!("worker_config.{side}.{field}"), value);
+        }
+    }
+}
+
+/// A worker spans whole nodes or an even share of one; MoE expert parallelism splits the TP group.
+fn gpu_layout(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let per_node = spec.hardware.gpus_per_node;
+    if per_node == 0 {
+        return;
+    }
+    for (side, cfg) in sides(spec) {
+        let gpus = cfg.gpus();
+        if gpus == 0 {
+            continue;
+        }
+        if gpus % per_node != 0 && per_node % gpus != 0 {
+            out.push(
+                Violation::error(
+                    format!("worker_config.{side}.tensor_parallel_size"),
+                    format!(
+                        "a {side} worker needs tp × pp × cp = {} × {} × {} = {gpus} GPUs, which neither fills \
+                         whole nodes nor divides a node of hardware.gpus_per_node = {per_node}",
+                        cfg.tp(),
+                        cfg.pp(),
+                        cfg.cp()
+                    ),
+                )
+                .with_value(gpus),
+            );
+        }
+        if let Some(ep) = cfg.moe_expert_parallel_size {
+            if ep > 0 && cfg.tp() % ep != 0 {
+                out.push(
+                    Violation::error(
+                        format!("worker_config.{side}.moe_expert_parallel_size"),
+                        format!(
+                            "is {ep} but must divide tensor_parallel_size {} (MoE TP × EP = TP)",
+                            cfg.tp()
+                        ),
+                    )
+                    .with_value(ep),
+                );
+            }
+        }
+    }
+}
+
+/// Seconds in a SLURM `--time` value: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`;
+/// `None` for UNLIMITED/INFINITE. Errors say what form was expected.
+pub fn parse_slurm_time(text: &str) -> Result<Option<u64>, String> {
+    static FORM: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$")
+            .expect("slurm time regex")
+    });
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "`{text}` is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED)"
+        )
+    };
+    let caps = FORM.captures(t).ok_or_else(bad)?;
+    let n = |name: &str| {
+        caps.name(name)
+            .map(|m| m.as_str().parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let sixty = |v: Option<u64>| match v {
+        Some(x) if x >= 60 => Err(format!("`{text}`: minutes and seconds must be below 60")),
+        other => Ok(other.unwrap_or(0)),
+    };
+    let secs = if let Some(days) = n("d") {
+        let hours = n("dh").unwrap_or(0);
+        if hours >= 24 {
+            return Err(format!(
+                "`{text}`: hours must be below 24 after a day count"
+            ));
+        }
+        days * 86_400 + hours * 3600 + sixty(n("dm"))? * 60 + sixty(n("ds"))?
+    } else {
+        match (n("a"), n("b"), n("c")) {
+            (Some(m), None, None) => m * 60,
+            (Some(m), Some(s), None) => m * 60 + sixty(Some(s))?,
+            (Some(h), Some(m), Some(s)) => h * 3600 + sixty(Some(m))? * 60 + sixty(Some(s))?,
+            _ => return Err(bad()),
+        }
+    };
+    if secs == 0 {
+        return Err(format!("`{text}` is a zero time limit"));
+    }
+    Ok(Some(secs))
+}
+
+fn job_time(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    if let Err(reason) = parse_slurm_time(&spec.slurm.job_time) {
+        out.push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
+    }
+}
+
+/// Parses `"K=V K=V"` (shell-quoted values allowed) into pairs.
+pub fn parse_env_assignments(text: &str) -> Result<Vec<(String, String)>, String> {
+    static NAME: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("env name regex"));
+    let words = shell_words::split(text).map_err(|e| format!("cannot split `{text}`: {e}"))?;
+    words
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) if NAME.is_match(k) => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(format!("`{w}` is not a NAME=VALUE assignment")),
+        })
+        .collect()
+}
+
+fn env_var_strings(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    for (key, value) in [
+        (
+            "environment.worker_env_var",
+            &spec.environment.worker_env_var,
+        ),
+        (
+            "environment.server_env_var",
+            &spec.environment.server_env_var,
+        ),
+    ] {
+        if let Some(text) = value {
+            if let Err(reason) = parse_env_assignments(text) {
+                out.push(Violation::error(key, reason).with_value(text));
+            }
+        }
+    }
+}
+
+fn benchmark_knobs(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let b = &spec.benchmark;
+    if let Some(r) = b.benchmark_ratio {
+        if !(r > 0.0 && r <= 1.0) {
+            out.push(
+                Violation::error("benchmark.benchmark_ratio", "must be in (0, 1]").with_value(r),
+            );
+        }
+    }
+    if b.multi_round == Some(0) {
+        out.push(Violation::error("benchmark.multi_round", "must be at least 1").with_value(0));
+    }
+    if let Some(gpus) = &spec.metadata.supported_gpus {
+        if gpus.is_empty() {
+            out.push(Violation::error(
+                "metadata.supported_gpus",
+                "is empty, so the case could never run; list GPU types or remove the key",
+            ));
+        }
+    }
+}
+
+/// A custom metric pattern must compile and have one capture per metric name (upstream's default
+/// patterns add one trailing capture for the concurrency, so names + 1 is accepted too).
+fn metrics_patterns(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    for (base, metrics) in [
+        ("metadata.metrics", &spec.metadata.metrics),
+        ("benchmark.metrics", &spec.benchmark.metrics),
+    ] {
+        let Some(m) = metrics else { continue };
+        let Some(pattern) = &m.extractor_pattern else {
+            continue;
+        };
+        let key = format!("{base}.extractor_pattern");
+        match Regex::new(pattern) {
+            Err(e) => out.push(
+                Violation::error(
+                    key,
+                    format!("does not compile: {}", one_line(&e.to_string())),
+                )
+                .with_value(pattern),
+            ),
+            Ok(re) => {
+                let groups = re.captures_len() - 1;
+                let names = m.metric_names.as_ref().map_or(0, Vec::len);
+                if m.metric_names.is_none() {
+                    out.push(Violation::error(
+                        format!("{base}.metric_names"),
+                        "is required with a custom extractor_pattern (one name per capture group)",
+                    ));
+                } else if groups != names && groups != names + 1 {
+                    out.push(
+                        Violation::error(
+                            key,
+                            format!(
+                                "has {groups} capture groups but metric_names has {names} names \
+                                 (expected {names}, or {} with a trailing concurrency capture)",
+                                names + 1
+                            ),
+                        )
+                        .with_value(pattern),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn accuracy(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    if !spec.accuracy.enable_accuracy_test {
+        out.push(Violation::error(
+            "accuracy.enable_accuracy_test",
+            "must be true for a case under accuracy/",
+        ));
+    }
+    let tasks = spec.accuracy.tasks();
+    if tasks.is_empty() {
+        out.push(Violation::error(
+            "accuracy.tasks",
+            "an accuracy case needs at least one lm-eval task",
+        ));
+    }
+    let datasets = spec
+        .metadata
+        .accuracy
+        .as_ref()
+        .map(|a| a.datasets.as_slice())
+        .unwrap_or_default();
+    if datasets.is_empty() {
+        out.push(Violation::error(
+            "metadata.accuracy.datasets",
+            "an accuracy case needs at least one dataset with an expected_value",
+        ));
+    }
+    for (i, ds) in datasets.iter().enumerate() {
+        let base = format!("metadata.accuracy.datasets.{i}");
+        if !tasks.is_empty()
+            && !tasks
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(&ds.dataset_name))
+        {
+            let names: Vec<&str> = tasks.iter().map(|(n, _)| n.as_str()).collect();
+            out.push(
+                Violation::error(
+                    format!("{base}.dataset_name"),
+                    format!(
+                        "`{}` has no task in accuracy.tasks ({})",
+                        ds.dataset_name,
+                        names.join(", ")
+                    ),
+                )
+                .with_value(&ds.dataset_name),
+            );
+        }
+        match ds.threshold_type {
+            ThresholdType::Absolute | ThresholdType::Relative => match ds.threshold {
+                None => out.push(Violation::error(
+                    format!("{base}.threshold"),
+                    "is required with threshold_type absolute or relative",
+                )),
+                Some(t) if !(t >= 0.0) => out.push(
+                    Violation::error(format!("{base}.threshold"), "must not be negative")
+                        .with_value(t),
+                ),
+                _ => {}
+            },
+            ThresholdType::HypothesisTest => {
+                for (field, value) in [("alpha", ds.alpha), ("beta", ds.beta)] {
+                    if let Some(v) = value {
+                        if !(v > 0.0 && v < 1.0) {
+                            out.push(
+                                Violation::error(format!("{base}.{field}"), "must be in (0, 1)")
+                                    .with_value(v),
+                            );
+                        }
+                    }
+                }
+                if let Some(s) = ds.sigma {
+                    if !(s > 0.0) {
+                        out.push(
+                            Violation::error(format!("{base}.sigma"), "must be positive")
+                                .with_value(s),
+                        );
+                    }
+                }
+                if ds.num_samples == Some(0) {
+                    out.push(
+                        Violation::error(format!("{base}.num_samples"), "must be at least 1")
+                            .with_value(0),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slurm_time_forms() {
+        assert_eq!(parse_slurm_time("30"), Ok(Some(1800)));
+        assert_eq!(parse_slurm_time("30:15"), Ok(Some(1815)));
+        assert_eq!(parse_slurm_time("02:00:00"), Ok(Some(7200)));
+        assert_eq!(parse_slurm_time("1-02"), Ok(Some(93_600)));
+        assert_eq!(parse_slurm_time("1-02:30"), Ok(Some(95_400)));
+        assert_eq!(parse_slurm_time("1-02:30:05"), Ok(Some(95_405)));
+        assert_eq!(parse_slurm_time("UNLIMITED"), Ok(None));
+        for bad in ["", "2h", "1:2:3:4", "01:60:00", "0", "1-25", "-1"] {
+            assert!(parse_slurm_time(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn env_assignments() {
+        assert_eq!(
+            parse_env_assignments("A=1 B_2='x y' C=").unwrap(),
+            vec![
+                ("A".into(), "1".into()),
+                ("B_2".into(), "x y".into()),
+                ("C".into(), "".into())
+            ]
+        );
+        assert!(parse_env_assignments("A=1 oops").is_err());
+        assert!(parse_env_assignments("1A=2").is_err());
+        assert!(parse_env_assignments("A='unclosed").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! Every environment variable servetest reads, in one place (README lists them).
+
+use std::path::PathBuf;
+
+/// GPU type of the machines cases run on; cases whose `metadata.supported_gpus` lacks it are ignored.
+pub const GPU_TYPE: &str = "GPU_TYPE";
+pub const DEFAULT_GPU_TYPE: &str = "GB200";
+/// Test-list file for the harness when `--test-list` is not given (handy in CI job definitions).
+pub const TEST_LIST: &str = "SERVETEST_TEST_LIST";
+/// Root of the case tree when `--config-dir` is not given.
+pub const CONFIG_DIR: &str = "SERVETEST_CONFIG_DIR";
+
+fn non_empty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+pub fn gpu_type() -> String {
+    non_empty(GPU_TYPE).unwrap_or_else(|| DEFAULT_GPU_TYPE.to_owned())
+}
+
+pub fn test_list() -> Option<PathBuf> {
+    non_empty(TEST_LIST).map(PathBuf::from)
+}
+
+pub fn config_dir() -> Option<PathBuf> {
+    non_empty(CONFIG_DIR).map(PathBuf::from)
+}

@@ -1,0 +1,5 @@
+//! servetest: a typed, fast test harness for LLM serving. See docs/architecture.md for the pipeline.
+
+pub mod case;
+pub mod env;
+pub mod report_cases;

@@ -1,0 +1,125 @@
+//! `servetest`: everything that is not a test — validating and listing cases today; serving,
+//! benchmarking and reporting as those parts land.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use servetest::case::discover::discover;
+use servetest::env;
+use servetest::report_cases::{violations_text, CaseRow};
+
+#[derive(Parser)]
+#[command(
+    name = "servetest",
+    version,
+    about = "A typed, fast test harness for LLM serving"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate case files; prints every violation as `file:line: key: reason`.
+    Validate {
+        /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
+        paths: Vec<PathBuf>,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Only print errors and the summary.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print violations as JSON (one array) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List discovered cases: name, family, category, model, GPUs, and why a case is ignored.
+    List {
+        /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![env::config_dir().unwrap_or_else(|| PathBuf::from("test_configs"))]
+    } else {
+        paths
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate {
+            paths,
+            deny_warnings,
+            quiet,
+            json,
+        } => {
+            let discovery = discover(&default_paths(paths));
+            let warnings = discovery.violations().filter(|v| !v.is_error()).count();
+            if json {
+                let all: Vec<_> = discovery.violations().collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&all).expect("violations serialize")
+                );
+            } else {
+                print!("{}", violations_text(&discovery, !quiet));
+            }
+            if discovery.error_count() > 0 || (deny_warnings && warnings > 0) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::List { paths, json } => {
+            let discovery = discover(&default_paths(paths));
+            let gpu = env::gpu_type();
+            let rows: Vec<CaseRow> = discovery
+                .cases
+                .iter()
+                .map(|c| CaseRow::new(c, &gpu))
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("rows serialize")
+                );
+            } else {
+                for r in &rows {
+                    let mut line = format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        r.name,
+                        r.family,
+                        r.category,
+                        r.model.unwrap_or("-"),
+                        r.gpus.map_or("-".into(), |g| g.to_string())
+                    );
+                    if !r.valid {
+                        line.push_str("\tINVALID");
+                    }
+                    if let Some(why) = &r.ignored {
+                        line.push_str(&format!("\tignored: {why}"));
+                    }
+                    println!("{line}");
+                }
+            }
+            for p in &discovery.problems {
+                eprintln!("{p}");
+            }
+            if discovery.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
