@@ -113,6 +113,12 @@ fn place(file: &Path) -> Result<(&'static super::Family, String), String> {
     let families: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
     let layout = "case files belong in test_configs/{family}/{category}/NAME.yaml";
     let Some(fam) = family(&family_name) else {
+        let above = dir_name(category_dir.and_then(Path::parent).and_then(Path::parent));
+        if family(&above).is_some_and(|f| f.categories.contains(&family_name.as_str())) {
+            return Err(format!(
+                "{layout}; directories below a category (`{family_name}/{category}`) are not supported"
+            ));
+        }
         if family(&category).is_some() {
             return Err(format!(
                 "{layout}; this file sits directly in the family directory `{category}`"
@@ -143,4 +149,80 @@ fn at(path: &Path, key: &str, reason: String) -> Violation {
     let mut v = Violation::error(key, reason);
     v.file = path.to_path_buf();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const CASE: &str = "tests/fixtures/invalid/mtp-token-budget-larger/deepseek-r1-fp4_1k1k_ctx1_gen1_dep32_bs32_eplb0_mtp3_ccb-NIXL.yaml";
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(CASE)).unwrap();
+        for f in files {
+            let p = dir.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, &text).unwrap();
+        }
+        dir
+    }
+
+    fn reasons(d: &Discovery) -> Vec<String> {
+        d.problems.iter().map(|p| p.reason.clone()).collect()
+    }
+
+    #[test]
+    fn layout_errors_are_reported_not_ignored() {
+        let dir = tree(&[
+            "disagg/perf/a_1k1k.yaml",
+            "stray.yaml",
+            "disagg/loose.yaml",
+            "disagg/accurracy/b.yaml",
+            "dissagg/perf/c.yaml",
+            "disagg/perf/nested/d.yaml",
+            "templates/base.yaml",
+            "README.md",
+        ]);
+        let d = discover(&[dir.path().to_path_buf()]);
+        let r = reasons(&d);
+        assert_eq!(d.cases.len(), 1, "{r:?}");
+        assert_eq!(d.cases[0].name, "disagg_perf_a_1k1k");
+        assert_eq!(r.len(), 5, "{r:#?}");
+        assert!(r.iter().any(|x| x.contains("did you mean `accuracy`")));
+        assert!(r.iter().any(|x| x.contains("did you mean `disagg`")));
+        assert!(r
+            .iter()
+            .any(|x| x.contains("directly in the family directory `disagg`")));
+        assert!(r
+            .iter()
+            .any(|x| x.contains("below a category (`perf/nested`)")));
+    }
+
+    #[test]
+    fn duplicate_names_are_errors_and_order_is_stable() {
+        let dir = tree(&[
+            "wideep/perf/z.yaml",
+            "disagg/perf/x.yaml",
+            "disagg/perf/x.yml",
+        ]);
+        let d = discover(&[dir.path().to_path_buf()]);
+        let names: Vec<&str> = d.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["disagg_perf_x", "disagg_perf_x", "wideep_perf_z"]);
+        assert!(reasons(&d)[0].contains("duplicate case name `disagg_perf_x`"));
+    }
+
+    #[test]
+    fn single_files_and_subtrees_can_be_named() {
+        let dir = tree(&["disagg/perf/x.yaml", "wideep/perf/y.yaml"]);
+        let d = discover(&[
+            dir.path().join("wideep"),
+            dir.path().join("disagg/perf/x.yaml"),
+        ]);
+        assert_eq!(d.cases.len(), 2);
+        assert!(d.problems.is_empty());
+        let missing = discover(&[dir.path().join("nope")]);
+        assert!(reasons(&missing)[0].contains("does not exist"));
+    }
 }

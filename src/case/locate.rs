@@ -94,11 +94,8 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
         match ev {
-            Event::Scalar(text, ..) => {
-                if !self.node(Some(&text), line) {
-                    self.value_done();
-                }
-            }
+            Event::Scalar(text, ..) if !self.node(Some(&text), line) => self.value_done(),
+            Event::Scalar(..) => {}
             Event::Alias(_) => {
                 self.node(None, line);
                 self.value_done();

@@ -18,12 +18,16 @@ use self::locate::LineIndex;
 use self::schema::DisaggSpec;
 use self::violation::Violation;
 
+/// What a family's loader returns: the spec when it deserialized, and every violation.
+pub type Loaded = (Option<CaseSpec>, Vec<Violation>);
+type LoadFn = fn(text: &str, category: &str, stem: &str) -> Loaded;
+
 /// A family of cases: how its files are loaded and which categories it has. Adding a family (cb,
 /// aggregated, latency) means adding an entry to `FAMILIES` with its own schema and loader.
 pub struct Family {
     pub name: &'static str,
     pub categories: &'static [&'static str],
-    load: fn(text: &str, category: &str, stem: &str) -> (Option<CaseSpec>, Vec<Violation>),
+    load: LoadFn,
 }
 
 impl std::fmt::Debug for Family {
@@ -53,7 +57,7 @@ pub fn family(name: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.name == name)
 }
 
-fn load_disagg(text: &str, category: &str, stem: &str) -> (Option<CaseSpec>, Vec<Violation>) {
+fn load_disagg(text: &str, category: &str, stem: &str) -> Loaded {
     let (spec, mut violations) = load::parse_spec::<DisaggSpec>(text, schema::known_fields);
     let Some(spec) = spec else {
         return (None, violations);
@@ -180,5 +184,112 @@ impl Case {
             s.hardware.num_ctx_servers * s.worker_config.ctx.gpus()
                 + s.hardware.num_gen_servers * s.worker_config.gen.gpus(),
         )
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    //! Each directory under tests/fixtures/invalid/ breaks one rule. Its file declares, in header
+    //! comments, exactly the errors it must produce (`# expect: KEY :: TEXT`) and any warnings
+    //! (`# expect-warning: …`). Removing a rule makes its fixture fail; so does a new, unexpected error.
+    use super::*;
+    use crate::case::violation::Severity;
+
+    fn expectations(text: &str, tag: &str) -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(tag))
+            .map(|l| {
+                let (k, f) = l.split_once(" :: ").expect("`KEY :: TEXT`");
+                (k.trim().to_owned(), f.trim().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_invalid_fixture_reports_exactly_its_violations() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+        let mut checked = 0;
+        for dir in std::fs::read_dir(&root).expect("fixtures dir") {
+            let dir = dir.unwrap().path();
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                let text = std::fs::read_to_string(&file).unwrap();
+                let category = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("# category: "))
+                    .unwrap_or("perf");
+                let case = Case::load(&file, family("disagg").unwrap(), category);
+                for (tag, severity) in [
+                    ("# expect: ", Severity::Error),
+                    ("# expect-warning: ", Severity::Warning),
+                ] {
+                    let expected = expectations(&text, tag);
+                    let got: Vec<&Violation> = case
+                        .violations
+                        .iter()
+                        .filter(|v| v.severity == severity)
+                        .collect();
+                    for (key, fragment) in &expected {
+                        let hit = got
+                            .iter()
+                            .find(|v| v.key == *key && v.reason.contains(fragment));
+                        let hit = hit.unwrap_or_else(|| {
+                            panic!(
+                                "{}: expected {key} :: {fragment}; got {got:#?}",
+                                file.display()
+                            )
+                        });
+                        if !key.is_empty() {
+                            assert!(hit.line.is_some(), "{}: {key} has no line", file.display());
+                        }
+                    }
+                    if severity == Severity::Error {
+                        for v in &got {
+                            assert!(
+                                expected
+                                    .iter()
+                                    .any(|(k, f)| v.key == *k && v.reason.contains(f)),
+                                "{}: unexpected error {v}",
+                                file.display()
+                            );
+                        }
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "only {checked} fixtures found");
+    }
+
+    #[test]
+    fn shipped_cases_are_valid_without_warnings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_configs");
+        let d = discover::discover(&[root]);
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        assert!(d.cases.len() >= 11);
+        let all: Vec<String> = d.violations().map(ToString::to_string).collect();
+        assert!(all.is_empty(), "{all:#?}");
+    }
+
+    #[test]
+    fn violation_lines_point_at_the_key() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/invalid/streaming")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let case = Case::load(&file, family("disagg").unwrap(), "perf");
+        let v = case.errors().next().unwrap();
+        let line = text.lines().nth(v.line.unwrap() - 1).unwrap();
+        assert_eq!(line.trim(), "streaming: false");
+        assert!(v.to_string().starts_with(&format!(
+            "{}:{}: benchmark.streaming: ",
+            file.display(),
+            v.line.unwrap()
+        )));
     }
 }

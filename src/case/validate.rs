@@ -468,7 +468,7 @@ fn accuracy(spec: &DisaggSpec, out: &mut Vec<Violation>) {
                     format!("{base}.threshold"),
                     "is required with threshold_type absolute or relative",
                 )),
-                Some(t) if !(t >= 0.0) => out.push(
+                Some(t) if t.is_nan() || t < 0.0 => out.push(
                     Violation::error(format!("{base}.threshold"), "must not be negative")
                         .with_value(t),
                 ),
@@ -486,7 +486,7 @@ fn accuracy(spec: &DisaggSpec, out: &mut Vec<Violation>) {
                     }
                 }
                 if let Some(s) = ds.sigma {
-                    if !(s > 0.0) {
+                    if s.is_nan() || s <= 0.0 {
                         out.push(
                             Violation::error(format!("{base}.sigma"), "must be positive")
                                 .with_value(s),
