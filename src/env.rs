@@ -25,3 +25,16 @@ pub fn test_list() -> Option<PathBuf> {
 pub fn config_dir() -> Option<PathBuf> {
     non_empty(CONFIG_DIR).map(PathBuf::from)
 }
+
+/// Python interpreter of the engine virtualenv (default: .venv/engine/bin/python when present).
+pub const ENGINE_PYTHON: &str = "SERVETEST_ENGINE_PYTHON";
+/// Where results and logs go (default ./output), as in the seed.
+pub const OUTPUT_PATH: &str = "OUTPUT_PATH";
+
+pub fn engine_python() -> Option<PathBuf> {
+    non_empty(ENGINE_PYTHON).map(PathBuf::from)
+}
+
+pub fn output_path() -> PathBuf {
+    non_empty(OUTPUT_PATH).map_or_else(|| PathBuf::from("output"), PathBuf::from)
+}

@@ -2,4 +2,6 @@
 
 pub mod case;
 pub mod env;
+pub mod exec;
 pub mod report_cases;
+pub mod serve;

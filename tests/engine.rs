@@ -1,0 +1,141 @@
+//! Real-engine test: starts vLLM's CPU server on the tiny model that scripts/make-tiny-model builds,
+//! sends a streaming completion with logprobs, checks shape and token counts, stops the server and
+//! checks nothing of it remains. Needs `scripts/engine-setup` and the model (scripts/test does both).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use servetest::exec::process::live_members;
+use servetest::serve::engine::{default_python, ServeSpec, Vllm};
+use servetest::serve::server::{free_port, Server};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny_model() -> PathBuf {
+    let model = std::env::var("SERVETEST_TINY_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("models/tiny"));
+    assert!(
+        model.join("config.json").exists(),
+        "{} is missing: run scripts/engine-setup and scripts/make-tiny-model --out models/tiny",
+        model.display()
+    );
+    model
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vllm_serves_streaming_completions_with_logprobs_and_stops_cleanly() {
+    let model = tiny_model();
+    let python = default_python(&root());
+    let spec = ServeSpec {
+        model: model.clone(),
+        host: "127.0.0.1".into(),
+        port: free_port("127.0.0.1").unwrap(),
+        python,
+        extra_args: [
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--max-model-len",
+            "512",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let log = out.path().join("vllm.log");
+    let env = vec![("VLLM_CPU_KVCACHE_SPACE".to_owned(), "1".to_owned())];
+    let server = Server::start(&Vllm, &spec, log, env, Duration::from_secs(600))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pgid = server.pgid();
+    eprintln!(
+        "vllm healthy in {:.1} s at {}",
+        server.startup.as_secs_f64(),
+        server.base_url
+    );
+
+    let max_tokens = 7;
+    let body = serde_json::json!({
+        "model": model.display().to_string(),
+        "prompt": "def fibonacci(n):",
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": true,
+        "logprobs": 2,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let text = reqwest::Client::new()
+        .post(format!("{}/v1/completions", server.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(
+        events.last(),
+        Some(&"[DONE]"),
+        "stream must end with [DONE]: {text}"
+    );
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let token_chunks: Vec<&serde_json::Value> = chunks
+        .iter()
+        .filter(|c| !c["choices"].as_array().unwrap().is_empty())
+        .collect();
+    let mut tokens = 0;
+    for c in &token_chunks {
+        let lp = &c["choices"][0]["logprobs"];
+        let n = lp["tokens"].as_array().expect("logprobs.tokens").len();
+        tokens += n;
+        assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), n);
+        for (i, top) in lp["top_logprobs"].as_array().unwrap().iter().enumerate() {
+            let top = top.as_object().unwrap();
+            assert!(
+                !top.is_empty() && top.len() <= 3,
+                "top-2 (+ sampled) logprobs: {top:?}"
+            );
+            let chosen = lp["token_logprobs"][i].as_f64().unwrap();
+            assert!(chosen <= 0.0, "a logprob is never positive: {chosen}");
+        }
+    }
+    assert_eq!(tokens, max_tokens, "ignore_eos: exactly max_tokens tokens");
+    assert_eq!(
+        token_chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], max_tokens);
+    let prompt_tokens = usage["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 1, "BOS + prompt tokens: {usage}");
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        prompt_tokens + max_tokens as u64
+    );
+
+    server.stop(Duration::from_secs(15)).await.unwrap();
+    for _ in 0..100 {
+        if live_members(pgid).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        live_members(pgid).is_empty(),
+        "left running: {:?}",
+        live_members(pgid)
+    );
+}
