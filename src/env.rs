@@ -38,3 +38,10 @@ pub fn engine_python() -> Option<PathBuf> {
 pub fn output_path() -> PathBuf {
     non_empty(OUTPUT_PATH).map_or_else(|| PathBuf::from("output"), PathBuf::from)
 }
+
+/// Directory with a replacement `job.sbatch.j2` (default: the template built from scripts/templates/).
+pub const TEMPLATE_DIR: &str = "SERVETEST_TEMPLATE_DIR";
+
+pub fn template_dir() -> Option<PathBuf> {
+    non_empty(TEMPLATE_DIR).map(PathBuf::from)
+}

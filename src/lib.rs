@@ -3,5 +3,7 @@
 pub mod case;
 pub mod env;
 pub mod exec;
+pub mod fsutil;
+pub mod plan;
 pub mod report_cases;
 pub mod serve;

@@ -5,6 +5,7 @@ pub mod load;
 pub mod locate;
 pub mod name;
 pub mod schema;
+pub mod script;
 pub mod select;
 pub mod testlist;
 pub mod validate;
@@ -51,6 +52,11 @@ pub static FAMILIES: &[Family] = &[
         categories: DISAGG_CATEGORIES,
         load: load_disagg,
     },
+    Family {
+        name: "script",
+        categories: &["perf", "accuracy"],
+        load: script::load,
+    },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
@@ -72,6 +78,7 @@ fn load_disagg(text: &str, category: &str, stem: &str) -> Loaded {
 #[serde(untagged)]
 pub enum CaseSpec {
     Disagg(Box<DisaggSpec>),
+    Script(Box<script::ScriptSpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +157,7 @@ impl Case {
     pub fn disagg(&self) -> Option<&DisaggSpec> {
         match &self.spec {
             Some(CaseSpec::Disagg(s)) => Some(s),
-            None => None,
+            _ => None,
         }
     }
 
@@ -160,8 +167,11 @@ impl Case {
 
     /// `None`: the case runs on any GPU type.
     pub fn supported_gpus(&self) -> Option<&[String]> {
-        self.disagg()
-            .and_then(|s| s.metadata.supported_gpus.as_deref())
+        match &self.spec {
+            Some(CaseSpec::Disagg(s)) => s.metadata.supported_gpus.as_deref(),
+            Some(CaseSpec::Script(s)) => s.metadata.supported_gpus.as_deref(),
+            None => None,
+        }
     }
 
     /// Why this case cannot run on `gpu_type`, if it cannot.
@@ -179,6 +189,9 @@ impl Case {
 
     /// Total GPUs one job of this case occupies (all ctx and gen workers).
     pub fn total_gpus(&self) -> Option<u64> {
+        if let Some(CaseSpec::Script(_)) = &self.spec {
+            return Some(0);
+        }
         let s = self.disagg()?;
         Some(
             s.hardware.num_ctx_servers * s.worker_config.ctx.gpus()

@@ -312,14 +312,16 @@ fn job_time(spec: &DisaggSpec, out: &mut Vec<Violation>) {
 }
 
 /// Parses `"K=V K=V"` (shell-quoted values allowed) into pairs.
+/// A shell/environment variable name.
+pub static NAME_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("env name regex"));
+
 pub fn parse_env_assignments(text: &str) -> Result<Vec<(String, String)>, String> {
-    static NAME: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("env name regex"));
     let words = shell_words::split(text).map_err(|e| format!("cannot split `{text}`: {e}"))?;
     words
         .into_iter()
         .map(|w| match w.split_once('=') {
-            Some((k, v)) if NAME.is_match(k) => Ok((k.to_owned(), v.to_owned())),
+            Some((k, v)) if NAME_RE.is_match(k) => Ok((k.to_owned(), v.to_owned())),
             _ => Err(format!("`{w}` is not a NAME=VALUE assignment")),
         })
         .collect()

@@ -1,0 +1,146 @@
+//! The `script` family: a job of plain commands (`test_configs/script/{perf,accuracy}/*.yaml`).
+//! Useful on its own (run any benchmark script as a SLURM job), and the simplest case for exercising
+//! the executors end to end.
+//!
+//! ```yaml
+//! metadata: {description: "…", supported_gpus: [GB200]}   # both optional
+//! slurm: {partition: p, account: a, job_time: "00:05:00", extra_args: "--exclusive"}
+//! environment: {FOO: bar}
+//! steps:
+//!   - name: bench
+//!     run: "python bench.py --n 3"          # bash -c; or `argv: [python, bench.py]`
+//!     ntasks: 1
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::parse_spec;
+use super::validate::{parse_slurm_time, NAME_RE};
+use super::violation::Violation;
+use super::{CaseSpec, Loaded};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ScriptSpec {
+    #[serde(default)]
+    pub metadata: ScriptMetadata,
+    pub slurm: ScriptSlurm,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ScriptMetadata {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub supported_gpus: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ScriptSlurm {
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    pub job_time: String,
+    #[serde(default)]
+    pub extra_args: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Step {
+    pub name: String,
+    /// A bash command line (`bash -c RUN`).
+    #[serde(default)]
+    pub run: Option<String>,
+    /// A program and its arguments, no shell.
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    #[serde(default = "one")]
+    pub ntasks: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Step {
+    /// The argv this step runs.
+    pub fn command(&self) -> Vec<String> {
+        match (&self.argv, &self.run) {
+            (Some(argv), _) => argv.clone(),
+            (None, Some(run)) => vec!["bash".into(), "-c".into(), run.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+fn known_fields(path: &str) -> Option<&'static [&'static str]> {
+    use serde_aux::serde_introspection::serde_introspect as fields;
+    Some(match path {
+        "" => fields::<ScriptSpec>(),
+        "metadata" => fields::<ScriptMetadata>(),
+        "slurm" => fields::<ScriptSlurm>(),
+        p if p.starts_with("steps.") && p[6..].parse::<usize>().is_ok() => fields::<Step>(),
+        _ => return None,
+    })
+}
+
+pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
+    let (spec, mut violations) = parse_spec::<ScriptSpec>(text, known_fields);
+    let Some(spec) = spec else {
+        return (None, violations);
+    };
+    if let Err(reason) = parse_slurm_time(&spec.slurm.job_time) {
+        violations
+            .push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
+    }
+    if spec.steps.is_empty() {
+        violations.push(Violation::error("steps", "needs at least one step"));
+    }
+    for (i, step) in spec.steps.iter().enumerate() {
+        let key = format!("steps.{i}");
+        match (&step.run, &step.argv) {
+            (Some(_), Some(_)) => {
+                violations.push(Violation::error(&key, "give `run` or `argv`, not both"))
+            }
+            (None, None) => violations.push(Violation::error(&key, "needs `run` or `argv`")),
+            (None, Some(argv)) if argv.is_empty() => {
+                violations.push(Violation::error(format!("{key}.argv"), "is empty"))
+            }
+            _ => {}
+        }
+        if step.ntasks == 0 {
+            violations.push(Violation::error(
+                format!("{key}.ntasks"),
+                "must be at least 1",
+            ));
+        }
+        if !step
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || step.name.is_empty()
+        {
+            violations.push(
+                Violation::error(
+                    format!("{key}.name"),
+                    "use letters, digits, `-`, `_` and `.` (it names a log file)",
+                )
+                .with_value(&step.name),
+            );
+        }
+    }
+    for name in spec.environment.keys() {
+        if !NAME_RE.is_match(name) {
+            violations.push(Violation::error(
+                format!("environment.{name}"),
+                "is not a valid variable name",
+            ));
+        }
+    }
+    (Some(CaseSpec::Script(Box::new(spec))), violations)
+}

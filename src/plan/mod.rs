@@ -1,0 +1,5 @@
+//! Turning cases into jobs: cluster profiles, rendered job scripts, and lazy batches.
+
+pub mod batch;
+pub mod profile;
+pub mod render;

@@ -1,0 +1,580 @@
+//! Case → `JobPlan`: SLURM options, environment and one step per role/command, rendered into an
+//! sbatch script from `scripts/templates/job.sbatch.j2` and kept in the case's output directory.
+//!
+//! Quoting is done here, not in the template: the template only ever sees strings that are already
+//! shell-quoted (`shell_words::quote`), and values that go into `#SBATCH` lines (parsed by sbatch, where
+//! a newline would end the comment and start a shell line) are rejected if they hold control characters.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::case::validate::{parse_env_assignments, parse_slurm_time};
+use crate::case::{Case, CaseSpec};
+use crate::plan::profile::ClusterProfile;
+
+const TEMPLATE: &str = include_str!("../../scripts/templates/job.sbatch.j2");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStep {
+    pub name: String,
+    pub argv: Vec<String>,
+    pub ntasks: u64,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub case: String,
+    /// The case's output directory (script, logs, tracker).
+    pub dir: PathBuf,
+    pub work_dir: PathBuf,
+    /// Seconds the job may run (after the cluster profile's cap); `None` = unlimited.
+    pub time_limit: Option<u64>,
+    pub env: Vec<(String, String)>,
+    pub steps: Vec<PlannedStep>,
+    /// What the cluster profile rewrote, one line each.
+    pub overrides: Vec<String>,
+    /// The rendered sbatch script and where it is written.
+    pub script: String,
+    pub script_path: PathBuf,
+    /// sbatch's own stdout/stderr (`%j` = job id).
+    pub slurm_out: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{case}: {key}: {reason}")]
+    Value {
+        case: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{case}: the case did not load, so it cannot be rendered")]
+    NoSpec { case: String },
+    #[error("failed to render the job template: {0}")]
+    Template(#[from] minijinja::Error),
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct RenderInput<'a> {
+    pub case: &'a Case,
+    /// `$OUTPUT_PATH`: the case directory is `{out_root}/{case name}`.
+    pub out_root: &'a Path,
+    /// `$WORK_DIR`, where steps run; default: the case directory.
+    pub work_dir: Option<&'a Path>,
+    pub profile: Option<&'a ClusterProfile>,
+    /// Distinguishes this run's SLURM output files (job ids restart when SLURM state is wiped).
+    pub run_id: &'a str,
+    /// The servetest binary role steps call.
+    pub servetest: &'a Path,
+}
+
+/// The SLURM-facing fields every family provides.
+struct SlurmFields {
+    partition: Option<String>,
+    account: Option<String>,
+    job_time: String,
+    extra_args: Option<String>,
+    nodes: u64,
+    gpus_per_node: u64,
+    container_image: Option<String>,
+    container_mounts: Option<String>,
+}
+
+pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
+    let case = input.case;
+    let spec = case.spec.as_ref().ok_or_else(|| RenderError::NoSpec {
+        case: case.name.clone(),
+    })?;
+    let dir = input.out_root.join(&case.name);
+    let work_dir = input
+        .work_dir
+        .map_or_else(|| dir.clone(), Path::to_path_buf);
+    let value_err = |key: &str, reason: String| RenderError::Value {
+        case: case.name.clone(),
+        key: key.to_owned(),
+        reason,
+    };
+    let (fields, env, steps) = match spec {
+        CaseSpec::Disagg(s) => {
+            let env = match &s.environment.worker_env_var {
+                Some(text) => parse_env_assignments(text)
+                    .map_err(|r| value_err("environment.worker_env_var", r))?,
+                None => Vec::new(),
+            };
+            let gpus = case.total_gpus().unwrap_or(0);
+            let per_node = s.hardware.gpus_per_node.max(1);
+            let fields = SlurmFields {
+                partition: Some(s.slurm.partition.clone()),
+                account: Some(s.slurm.account.clone()),
+                job_time: s.slurm.job_time.clone(),
+                extra_args: s.slurm.extra_args.clone(),
+                nodes: gpus.div_ceil(per_node).max(1),
+                gpus_per_node: per_node,
+                container_image: s.environment.container_image.clone(),
+                container_mounts: s.environment.container_mount.clone(),
+            };
+            let mut roles: Vec<String> = Vec::new();
+            roles.extend((0..s.hardware.num_ctx_servers).map(|i| format!("CTX_{i}")));
+            roles.extend((0..s.hardware.num_gen_servers).map(|i| format!("GEN_{i}")));
+            roles.extend(["DISAGG_SERVER".to_owned(), "BENCHMARK".to_owned()]);
+            let steps: Vec<PlannedStep> = roles
+                .into_iter()
+                .map(|role| PlannedStep {
+                    log: dir.join(format!("{}.log", role.to_lowercase())),
+                    argv: vec![
+                        "env".into(),
+                        format!("DISAGG_SERVING_TYPE={role}"),
+                        input.servetest.display().to_string(),
+                        "role".into(),
+                        "--case".into(),
+                        case.path.display().to_string(),
+                    ],
+                    name: role,
+                    ntasks: 1,
+                })
+                .collect();
+            (fields, env, steps)
+        }
+        CaseSpec::Script(s) => {
+            let fields = SlurmFields {
+                partition: s.slurm.partition.clone(),
+                account: s.slurm.account.clone(),
+                job_time: s.slurm.job_time.clone(),
+                extra_args: s.slurm.extra_args.clone(),
+                nodes: 1,
+                gpus_per_node: 0,
+                container_image: None,
+                container_mounts: None,
+            };
+            let env = s
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let steps = s
+                .steps
+                .iter()
+                .map(|st| PlannedStep {
+                    name: st.name.clone(),
+                    argv: st.command(),
+                    ntasks: st.ntasks,
+                    log: dir.join(format!("{}.log", st.name)),
+                })
+                .collect();
+            (fields, env, steps)
+        }
+    };
+
+    let mut overrides = Vec::new();
+    let profile = input.profile;
+    let mut partition = fields.partition;
+    let mut account = fields.account;
+    let mut job_time = fields.job_time;
+    let mut nodes = fields.nodes;
+    let mut extra: Vec<String> = match &fields.extra_args {
+        Some(text) => shell_words::split(text)
+            .map_err(|e| value_err("slurm.extra_args", format!("cannot split: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut gpus = true;
+    let mut containers = true;
+    if let Some(p) = profile {
+        let tag = format!("(cluster profile {})", p.name);
+        if let Some(part) = &p.partition {
+            if partition.as_deref() != Some(part) {
+                overrides.push(format!(
+                    "slurm.partition: {} -> {part} {tag}",
+                    show(&partition)
+                ));
+                partition = Some(part.clone());
+            }
+        }
+        if let Some(acct) = &p.account {
+            if account.as_deref() != Some(acct) {
+                let now = if acct.is_empty() {
+                    "(dropped)".to_owned()
+                } else {
+                    acct.clone()
+                };
+                overrides.push(format!("slurm.account: {} -> {now} {tag}", show(&account)));
+                account = Some(acct.clone());
+            }
+        }
+        if let Some(limit) = &p.time_limit {
+            let cap = parse_slurm_time(limit).ok().flatten();
+            let want = parse_slurm_time(&job_time).ok().flatten();
+            if let (Some(cap), want) = (cap, want) {
+                if want.is_none_or(|w| w > cap) {
+                    overrides.push(format!("slurm.job_time: {job_time} -> {limit} {tag}"));
+                    job_time = limit.clone();
+                }
+            }
+        }
+        if let Some(max) = p.max_nodes {
+            if nodes > max {
+                overrides.push(format!("nodes: {nodes} -> {max} {tag}"));
+                nodes = max;
+            }
+        }
+        if !p.gpus {
+            gpus = false;
+            let dropped: Vec<String> = extra
+                .iter()
+                .filter(|a| ClusterProfile::is_gpu_request(a))
+                .cloned()
+                .collect();
+            if !dropped.is_empty() {
+                overrides.push(format!(
+                    "slurm.extra_args: dropped {} {tag}",
+                    dropped.join(" ")
+                ));
+                extra.retain(|a| !ClusterProfile::is_gpu_request(a));
+            }
+        }
+        if !p.containers
+            && fields
+                .container_image
+                .as_deref()
+                .is_some_and(|i| !i.is_empty())
+        {
+            containers = false;
+            overrides.push(format!(
+                "environment.container_image: {} -> (none) {tag}",
+                show(&fields.container_image)
+            ));
+        }
+    }
+
+    let mut sbatch = Vec::new();
+    let mut opt = |key: &str, flag: &str, value: &str| -> Result<(), RenderError> {
+        if value.chars().any(char::is_control) {
+            return Err(value_err(
+                key,
+                format!(
+                    "{value:?} holds a control character; refusing to put it in an #SBATCH line"
+                ),
+            ));
+        }
+        sbatch.push(format!("{flag}={}", shell_words::quote(value)));
+        Ok(())
+    };
+    opt("name", "--job-name", &case.name)?;
+    if let Some(p) = partition.as_deref().filter(|p| !p.is_empty()) {
+        opt("slurm.partition", "--partition", p)?;
+    }
+    if let Some(a) = account.as_deref().filter(|a| !a.is_empty()) {
+        opt("slurm.account", "--account", a)?;
+    }
+    parse_slurm_time(&job_time).map_err(|r| value_err("slurm.job_time", r))?;
+    opt("slurm.job_time", "--time", &job_time)?;
+    opt("nodes", "--nodes", &nodes.to_string())?;
+    let ntasks: u64 = steps.iter().map(|s| s.ntasks).sum();
+    opt("ntasks", "--ntasks", &ntasks.to_string())?;
+    let slurm_out = dir.join(format!("slurm-{}-%j.out", input.run_id));
+    opt("output", "--output", &slurm_out.display().to_string())?;
+    if gpus && fields.gpus_per_node > 0 && !extra.iter().any(|a| ClusterProfile::is_gpu_request(a))
+    {
+        opt(
+            "hardware.gpus_per_node",
+            "--gpus-per-node",
+            &fields.gpus_per_node.to_string(),
+        )?;
+    }
+    for arg in &extra {
+        if arg.chars().any(char::is_control) {
+            return Err(value_err(
+                "slurm.extra_args",
+                format!("{arg:?} holds a control character"),
+            ));
+        }
+        sbatch.push(shell_words::quote(arg).into_owned());
+    }
+
+    let container = match (&fields.container_image, containers) {
+        (Some(image), true) if !image.is_empty() => {
+            let mut c = format!(" --container-image={}", shell_words::quote(image));
+            if let Some(m) = fields.container_mounts.as_deref().filter(|m| !m.is_empty()) {
+                c.push_str(&format!(" --container-mounts={}", shell_words::quote(m)));
+            }
+            c
+        }
+        _ => String::new(),
+    };
+
+    #[derive(Serialize)]
+    struct StepView {
+        ntasks: u64,
+        name_q: String,
+        log_q: String,
+        container: String,
+        argv: String,
+    }
+    let step_views: Vec<StepView> = steps
+        .iter()
+        .map(|s| StepView {
+            ntasks: s.ntasks,
+            name_q: shell_words::quote(&s.name).into_owned(),
+            log_q: shell_words::quote(&s.log.display().to_string()).into_owned(),
+            container: container.clone(),
+            argv: shell_words::join(&s.argv),
+        })
+        .collect();
+    let exports: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))
+        .collect();
+    let template = match crate::env::template_dir() {
+        Some(d) => std::fs::read_to_string(d.join("job.sbatch.j2")).map_err(|source| {
+            RenderError::Write {
+                path: d.join("job.sbatch.j2").display().to_string(),
+                source,
+            }
+        })?,
+        None => TEMPLATE.to_owned(),
+    };
+    let mut jinja = minijinja::Environment::new();
+    jinja.set_keep_trailing_newline(true);
+    jinja.add_template_owned("job", template)?;
+    let script = jinja.get_template("job")?.render(minijinja::context! {
+        case_q => shell_words::quote(&case.name),
+        sbatch => sbatch,
+        work_dir_q => shell_words::quote(&work_dir.display().to_string()),
+        exports => exports,
+        steps => step_views,
+    })?;
+
+    Ok(JobPlan {
+        case: case.name.clone(),
+        script_path: dir.join("job.sbatch"),
+        time_limit: parse_slurm_time(&job_time).ok().flatten(),
+        dir,
+        work_dir,
+        env,
+        steps,
+        overrides,
+        script,
+        slurm_out,
+    })
+}
+
+fn show(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(unset)".to_owned())
+}
+
+impl JobPlan {
+    /// Writes the script (and the override log) into the case directory.
+    pub fn write(&self) -> Result<(), RenderError> {
+        let err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| RenderError::Write { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(err(&self.dir))?;
+        std::fs::create_dir_all(&self.work_dir).map_err(err(&self.work_dir))?;
+        crate::fsutil::write_atomic(&self.script_path, self.script.as_bytes())
+            .map_err(err(&self.script_path))?;
+        if !self.overrides.is_empty() {
+            let path = self.dir.join("overrides.txt");
+            let text = self.overrides.join("\n") + "\n";
+            crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(err(&path))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::family;
+
+    const NASTY: &str = "'; rm -rf x; ' $(touch PWNED) `touch PWNED2` \"q\" \\ *";
+
+    fn load(dir: &Path, family_name: &str, stem: &str, yaml: &str) -> Case {
+        let path = dir.join(format!("{family_name}/perf/{stem}.yaml"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, yaml).unwrap();
+        let case = Case::load(&path, family(family_name).unwrap(), "perf");
+        assert!(case.is_valid(), "{:?}", case.violations);
+        case
+    }
+
+    fn yaml_quote(s: &str) -> String {
+        serde_json::to_string(s).unwrap() // JSON strings are valid YAML double-quoted scalars
+    }
+
+    #[test]
+    fn hostile_values_stay_inert_in_the_rendered_script() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = yaml_quote(NASTY);
+        let yaml = format!(
+            "slurm: {{partition: {q}, account: {q}, job_time: '1', extra_args: {ea}}}\n\
+             environment: {{EVIL: {qn}}}\n\
+             steps:\n  - name: s1\n    argv: [printf, '%s', {q}]\n  - name: s2\n    run: {q}\n",
+            ea = yaml_quote(&format!("--comment={}", NASTY.replace('\n', " "))),
+            qn = yaml_quote(&format!("{NASTY}\nline2")),
+        );
+        let stem = "evil'; touch PWNED3; '$(touch PWNED4)`x`";
+        let case = load(tmp.path(), "script", stem, &yaml);
+        let out = tmp.path().join("out");
+        let plan = plan(&RenderInput {
+            case: &case,
+            out_root: &out,
+            work_dir: None,
+            profile: None,
+            run_id: "r1",
+            servetest: Path::new("/bin/servetest"),
+        })
+        .unwrap();
+        plan.write().unwrap();
+        // Run the script with a stub `srun` that records each step's argv, one word per line.
+        let stub = tmp.path().join("bin");
+        std::fs::create_dir_all(&stub).unwrap();
+        let record = tmp.path().join("argv.txt");
+        std::fs::write(
+            stub.join("srun"),
+            format!(
+                "#!/bin/bash\nout={}.$$\nfor a in \"$@\"; do printf '%s\\n---\\n' \"$a\" >> $out; done\nprintf 'EVIL=%s\\n===\\n' \"$EVIL\" >> $out\n",
+                record.display(),
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(stub.join("srun"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let status = std::process::Command::new("bash")
+            .arg(&plan.script_path)
+            .current_dir(tmp.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", stub.display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for marker in ["PWNED", "PWNED2", "PWNED3", "PWNED4", "x"] {
+            assert!(
+                !tmp.path().join(marker).exists(),
+                "{marker} was created: injection"
+            );
+            assert!(
+                !plan.work_dir.join(marker).exists(),
+                "{marker} was created: injection"
+            );
+        }
+        let mut recorded = String::new();
+        for entry in std::fs::read_dir(tmp.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("argv.txt.")
+            {
+                recorded.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+        }
+        let words: Vec<&str> = recorded.split("\n---\n").collect();
+        assert!(
+            words.contains(&NASTY),
+            "argv word arrives intact: {recorded}"
+        );
+        assert!(
+            recorded.contains(&format!("EVIL={NASTY}\nline2\n===")),
+            "{recorded}"
+        );
+        // #SBATCH lines are single lines with quoted values.
+        for line in plan.script.lines().filter(|l| l.starts_with("#SBATCH")) {
+            assert!(!line.contains('\n'));
+        }
+        assert!(
+            plan.script
+                .contains("#SBATCH --partition=''\\''; rm -rf x;"),
+            "{}",
+            plan.script
+        );
+    }
+
+    #[test]
+    fn control_characters_in_sbatch_values_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let yaml = "slurm: {partition: \"a\\nrm -rf /\", job_time: '1'}\nsteps: [{name: s, run: 'true'}]\n";
+        let case = load(tmp.path(), "script", "ctl", yaml);
+        let err = plan(&RenderInput {
+            case: &case,
+            out_root: tmp.path(),
+            work_dir: None,
+            profile: None,
+            run_id: "r",
+            servetest: Path::new("servetest"),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("slurm.partition"), "{err}");
+        assert!(err.to_string().contains("control character"), "{err}");
+    }
+
+    #[test]
+    fn disagg_case_renders_roles_nodes_and_profile_overrides() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join(
+            "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml",
+        );
+        let case = Case::load(&path, family("disagg").unwrap(), "perf");
+        let tmp = tempfile::tempdir().unwrap();
+        let input = |profile| RenderInput {
+            case: &case,
+            out_root: tmp.path(),
+            work_dir: None,
+            profile,
+            run_id: "r",
+            servetest: Path::new("/usr/bin/servetest"),
+        };
+        let p = plan(&input(None)).unwrap();
+        // ctx: 1 × TP4, gen: 4 × TP8 → 36 GPUs on 4-GPU nodes → 9 nodes; 5 servers + router + bench.
+        assert!(p.script.contains("#SBATCH --nodes=9"), "{}", p.script);
+        assert!(p.script.contains("#SBATCH --ntasks=7"));
+        assert!(
+            p.script.contains("#SBATCH --gres=gpu:4")
+                || p.script.contains("#SBATCH '--gres=gpu:4'"),
+            "{}",
+            p.script
+        );
+        assert!(p.script.contains("--container-image='<container_image>'"));
+        assert!(p.script.contains("export TLLM_LOG_LEVEL=INFO"));
+        let roles: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            roles,
+            [
+                "CTX_0",
+                "GEN_0",
+                "GEN_1",
+                "GEN_2",
+                "GEN_3",
+                "DISAGG_SERVER",
+                "BENCHMARK"
+            ]
+        );
+        assert!(p.overrides.is_empty());
+
+        let profile = ClusterProfile::load(&root.join("clusters/local.yaml")).unwrap();
+        let p = plan(&input(Some(&profile))).unwrap();
+        assert!(p.script.contains("#SBATCH --partition=local"));
+        assert!(!p.script.contains("--account"));
+        assert!(!p.script.contains("gres") && !p.script.contains("--gpus"));
+        assert!(!p.script.contains("container-image"));
+        assert!(p.script.contains("#SBATCH --nodes=1"));
+        assert!(p.script.contains("#SBATCH --time=00:10:00"));
+        let joined = p.overrides.join("\n");
+        for needle in [
+            "slurm.partition: <partition> -> local",
+            "slurm.account: <account> -> (dropped)",
+            "slurm.job_time: 02:00:00 -> 00:10:00",
+            "nodes: 9 -> 1",
+            "dropped --gres=gpu:4",
+            "environment.container_image",
+        ] {
+            assert!(joined.contains(needle), "missing {needle}: {joined}");
+        }
+    }
+}
