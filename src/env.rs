@@ -45,3 +45,71 @@ pub const TEMPLATE_DIR: &str = "SERVETEST_TEMPLATE_DIR";
 pub fn template_dir() -> Option<PathBuf> {
     non_empty(TEMPLATE_DIR).map(PathBuf::from)
 }
+
+/// `slurm`, `local` or `auto` (default).
+pub const EXECUTOR: &str = "SERVETEST_EXECUTOR";
+/// Seconds between scheduler polls (default 5; upstream polls every 180).
+pub const POLL_INTERVAL: &str = "SERVETEST_POLL_INTERVAL";
+/// Seconds a trial waits for its job (default 36000, as in seed 001).
+pub const WAIT_TIMEOUT: &str = "SERVETEST_WAIT_TIMEOUT";
+/// Cases per submitted batch; 0 = all at once (default 5). `--disagg-batch-size` wins.
+pub const BATCH_SIZE: &str = "DISAGG_BATCH_SIZE";
+/// Cluster profile (`clusters/local.yaml`); `--cluster` wins.
+pub const CLUSTER: &str = "SERVETEST_CLUSTER";
+/// `1`: submit nothing and evaluate the outputs of `DEBUG_JOB_ID`.
+pub const DEBUG_MODE: &str = "DEBUG_MODE";
+pub const DEBUG_JOB_ID: &str = "DEBUG_JOB_ID";
+/// Where jobs run (default: each case's output directory).
+pub const WORK_DIR: &str = "WORK_DIR";
+
+pub fn executor() -> String {
+    non_empty(EXECUTOR).unwrap_or_else(|| "auto".to_owned())
+}
+
+fn seconds(name: &str, default: f64) -> Result<std::time::Duration, String> {
+    match non_empty(name) {
+        None => Ok(std::time::Duration::from_secs_f64(default)),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| format!("{name}={v}: expected a positive number of seconds")),
+    }
+}
+
+pub fn poll_interval() -> Result<std::time::Duration, String> {
+    seconds(POLL_INTERVAL, 5.0)
+}
+
+pub fn wait_timeout() -> Result<std::time::Duration, String> {
+    seconds(WAIT_TIMEOUT, 36_000.0)
+}
+
+pub fn batch_size() -> Result<Option<usize>, String> {
+    non_empty(BATCH_SIZE)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{BATCH_SIZE}={v}: expected a whole number (0 = all)"))
+        })
+        .transpose()
+}
+
+pub fn cluster() -> Option<PathBuf> {
+    non_empty(CLUSTER).map(PathBuf::from)
+}
+
+/// `Ok(None)`: not in debug mode. `Err`: debug mode without a job id.
+pub fn debug_job() -> Result<Option<String>, String> {
+    if non_empty(DEBUG_MODE).as_deref() != Some("1") {
+        return Ok(None);
+    }
+    non_empty(DEBUG_JOB_ID).map(Some).ok_or_else(|| {
+        format!("{DEBUG_MODE}=1 needs {DEBUG_JOB_ID}: the id of the job whose outputs to evaluate")
+    })
+}
+
+pub fn work_dir() -> Option<PathBuf> {
+    non_empty(WORK_DIR).map(PathBuf::from)
+}

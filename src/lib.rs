@@ -4,6 +4,8 @@ pub mod case;
 pub mod env;
 pub mod exec;
 pub mod fsutil;
+pub mod harness;
 pub mod plan;
 pub mod report_cases;
+pub mod run;
 pub mod serve;

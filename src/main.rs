@@ -73,6 +73,20 @@ enum Command {
         #[arg(last = true)]
         engine_args: Vec<String>,
     },
+    /// Run the cases harness (the same as `cargo test --test cases`; execution needs a build with
+    /// `--features perf`). Arguments are the harness's: filters, --list, --test-list, …
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Render a case's job script (as it would be submitted) to stdout.
+    Render {
+        /// The case file (under test_configs/{family}/{category}/).
+        case: PathBuf,
+        /// Cluster profile to apply (also $SERVETEST_CLUSTER).
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+    },
     /// List discovered cases: name, family, category, model, GPUs, and why a case is ignored.
     List {
         /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
@@ -150,6 +164,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Test { args } => {
+            let argv = std::iter::once(std::ffi::OsString::from("servetest test")).chain(args);
+            servetest::harness::main_with_args(argv)
+        }
+        Command::Render { case, cluster } => match render_case(&case, cluster) {
+            Ok(script) => {
+                print!("{script}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::List { paths, json } => {
             let discovery = discover(&default_paths(paths));
             let gpu = env::gpu_type();
@@ -192,4 +220,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn render_case(path: &std::path::Path, cluster: Option<PathBuf>) -> Result<String, String> {
+    use servetest::plan::profile::ClusterProfile;
+    use servetest::plan::render::{plan, RenderInput};
+    let discovery = discover(&[path.to_path_buf()]);
+    if let Some(p) = discovery.problems.first() {
+        return Err(p.to_string());
+    }
+    let case = discovery.cases.first().ok_or("no case found")?;
+    if !case.is_valid() {
+        let errors: Vec<String> = case.errors().map(ToString::to_string).collect();
+        return Err(errors.join("\n"));
+    }
+    let profile = match cluster.or_else(env::cluster) {
+        Some(p) => Some(ClusterProfile::load(&p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("servetest"));
+    let job = plan(&RenderInput {
+        case,
+        out_root: &env::output_path(),
+        work_dir: env::work_dir().as_deref(),
+        profile: profile.as_ref(),
+        run_id: "render",
+        servetest: &exe,
+    })
+    .map_err(|e| e.to_string())?;
+    for o in &job.overrides {
+        eprintln!("override: {o}");
+    }
+    Ok(job.script)
 }

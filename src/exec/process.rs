@@ -18,6 +18,8 @@ pub struct CommandSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Working directory (default: inherited).
+    pub cwd: Option<PathBuf>,
 }
 
 /// Environment values may hold tokens: only names are shown.
@@ -68,6 +70,9 @@ impl GroupChild {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
         let child = cmd.spawn().map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -173,6 +178,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![("SECRET_TOKEN".into(), "hunter2".into())],
+            cwd: None,
         }
     }
 

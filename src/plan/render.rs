@@ -92,10 +92,11 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     let spec = case.spec.as_ref().ok_or_else(|| RenderError::NoSpec {
         case: case.name.clone(),
     })?;
-    let dir = input.out_root.join(&case.name);
-    let work_dir = input
-        .work_dir
-        .map_or_else(|| dir.clone(), Path::to_path_buf);
+    // Jobs run elsewhere (sbatch's working directory, other nodes): every path is absolute.
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let dir = abs(input.out_root).join(&case.name);
+    let work_dir = input.work_dir.map_or_else(|| dir.clone(), abs);
+    let case_path = abs(&case.path);
     let value_err = |key: &str, reason: String| RenderError::Value {
         case: case.name.clone(),
         key: key.to_owned(),
@@ -134,7 +135,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                         input.servetest.display().to_string(),
                         "role".into(),
                         "--case".into(),
-                        case.path.display().to_string(),
+                        case_path.display().to_string(),
                     ],
                     name: role,
                     ntasks: 1,
@@ -197,7 +198,8 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
             }
         }
         if let Some(acct) = &p.account {
-            if account.as_deref() != Some(acct) {
+            let had = account.as_deref().filter(|a| !a.is_empty());
+            if had != Some(acct.as_str()) && !(had.is_none() && acct.is_empty()) {
                 let now = if acct.is_empty() {
                     "(dropped)".to_owned()
                 } else {

@@ -48,6 +48,7 @@ impl Engine for Vllm {
             program: spec.python.clone(),
             args,
             env: Vec::new(),
+            cwd: None,
         }
     }
 

@@ -1,0 +1,256 @@
+//! SLURM job manager: `sbatch --parsable` to submit; one poller thread that asks about *all* live
+//! jobs with a single `squeue -t all` per interval (upstream runs one `squeue` per job every 180 s);
+//! `scontrol show job` for exit codes and for jobs squeue no longer lists; `scancel` with every id
+//! at once.
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use super::job::{JobRecord, JobState, JobTable};
+use super::{ExecError, Executor};
+use crate::plan::render::JobPlan;
+
+pub struct SlurmExecutor {
+    table: JobTable,
+    squeue_calls: AtomicU64,
+}
+
+/// True when `sinfo` exists and the controller answers within a few seconds.
+pub fn controller_answers() -> bool {
+    Command::new("timeout")
+        .args(["5", "sinfo", "-h", "-o", "%P"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn run(program: &str, args: &[String]) -> Result<Output, ExecError> {
+    Command::new(program).args(args).output().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ExecError::Missing {
+                program: program.to_owned(),
+            }
+        } else {
+            ExecError::Io {
+                program: program.to_owned(),
+                source,
+            }
+        }
+    })
+}
+
+/// `id|STATE|reason` lines of `squeue -h -t all -o '%i|%T|%r'`.
+pub fn parse_squeue(text: &str) -> HashMap<String, JobState> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().splitn(3, '|');
+            let id = parts.next()?.trim();
+            let state = parts.next()?.trim();
+            let reason = parts.next().unwrap_or("").trim();
+            (!id.is_empty()).then(|| (id.to_owned(), JobState::from_slurm(state, reason)))
+        })
+        .collect()
+}
+
+/// `JobState=` and `ExitCode=` of `scontrol -o show job ID` (one line, `key=value` words).
+pub fn parse_scontrol(text: &str) -> Option<(JobState, Option<String>)> {
+    let field = |key: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key).map(str::to_owned))
+    };
+    let state = field("JobState=")?;
+    let reason = field("Reason=").unwrap_or_default();
+    Some((JobState::from_slurm(&state, &reason), field("ExitCode=")))
+}
+
+impl SlurmExecutor {
+    pub fn start(poll: Duration) -> Arc<dyn Executor> {
+        let exec = Arc::new(SlurmExecutor {
+            table: JobTable::default(),
+            squeue_calls: AtomicU64::new(0),
+        });
+        let weak: Weak<SlurmExecutor> = Arc::downgrade(&exec);
+        std::thread::Builder::new()
+            .name("slurm-poller".into())
+            .spawn(move || loop {
+                std::thread::sleep(poll);
+                match weak.upgrade() {
+                    Some(exec) => exec.poll_once(),
+                    None => return,
+                }
+            })
+            .expect("spawn slurm poller");
+        exec
+    }
+
+    /// One `squeue` for every live job; `scontrol` for each job that just ended or vanished.
+    pub fn poll_once(&self) {
+        let ids = self.table.live_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let args: Vec<String> = ["-h", "-t", "all", "-o", "%i|%T|%r", "-j"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([ids.join(",")])
+            .collect();
+        self.squeue_calls.fetch_add(1, Ordering::Relaxed);
+        let listed = match run("squeue", &args) {
+            Ok(out) if out.status.success() => parse_squeue(&String::from_utf8_lossy(&out.stdout)),
+            // Every id unknown ("Invalid job id"): fall through to scontrol for each.
+            Ok(_) => HashMap::new(),
+            Err(e) => {
+                eprintln!("servetest: squeue failed: {e}");
+                return;
+            }
+        };
+        for id in ids {
+            match listed.get(&id) {
+                Some(state) if !state.is_terminal() => {
+                    let state = state.clone();
+                    self.table.update(&id, |r| r.state = state);
+                }
+                _ => {
+                    let (state, exit) = match self.scontrol(&id) {
+                        Ok(found) => found,
+                        Err(_) => match listed.get(&id) {
+                            Some(state) => (state.clone(), None),
+                            None => (JobState::Vanished, None),
+                        },
+                    };
+                    self.table.update(&id, |r| {
+                        r.state = state;
+                        r.exit_code = exit;
+                    });
+                }
+            }
+        }
+    }
+
+    fn scontrol(&self, id: &str) -> Result<(JobState, Option<String>), ExecError> {
+        let out = run(
+            "scontrol",
+            &["-o".into(), "show".into(), "job".into(), id.into()],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_scontrol(&text).ok_or_else(|| ExecError::UnknownJob {
+            id: id.to_owned(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+impl Executor for SlurmExecutor {
+    fn name(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn submit(&self, plan: &JobPlan) -> Result<String, ExecError> {
+        let out = Command::new("sbatch")
+            .arg("--parsable")
+            .arg(&plan.script_path)
+            .current_dir(&plan.dir)
+            .output()
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => ExecError::Missing {
+                    program: "sbatch".into(),
+                },
+                _ => ExecError::Io {
+                    program: "sbatch".into(),
+                    source,
+                },
+            })?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let id = stdout
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if !out.status.success() || id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ExecError::Rejected {
+                case: plan.case.clone(),
+                script: plan.script_path.display().to_string(),
+                stderr: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    stdout.trim()
+                ),
+            });
+        }
+        self.table.insert(JobRecord {
+            id: id.clone(),
+            case: plan.case.clone(),
+            state: JobState::Pending {
+                reason: String::new(),
+            },
+            exit_code: None,
+            submitted: SystemTime::now(),
+            started: None,
+            finished: None,
+        });
+        Ok(id)
+    }
+
+    fn table(&self) -> &JobTable {
+        &self.table
+    }
+
+    fn cancel(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = run("scancel", ids) {
+            eprintln!("servetest: scancel {} failed: {e}", ids.join(" "));
+        }
+        // Reflect it at once; the poller confirms the final state.
+        self.poll_once();
+    }
+
+    fn adopt(&self, id: &str, case: &str) -> Result<JobRecord, ExecError> {
+        if self.table.get(id).is_none() {
+            let (state, exit_code) = self.scontrol(id)?;
+            self.table.insert(JobRecord {
+                id: id.to_owned(),
+                case: case.to_owned(),
+                state,
+                exit_code,
+                submitted: SystemTime::now(),
+                started: None,
+                finished: None,
+            });
+        }
+        Ok(self.table.get(id).expect("just inserted"))
+    }
+
+    fn queries(&self) -> u64 {
+        self.squeue_calls.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squeue_lines() {
+        let parsed =
+            parse_squeue("12|PENDING|Resources\n13|RUNNING|None\n14|CANCELLED by 0|None\n\n");
+        assert_eq!(parsed["12"].to_string(), "PENDING (Resources)");
+        assert_eq!(parsed["13"], JobState::Running);
+        assert_eq!(parsed["14"], JobState::Cancelled);
+        assert_eq!(parsed.len(), 3);
+    }
+
+    #[test]
+    fn scontrol_line() {
+        let line = "JobId=7 JobName=x UserId=root(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) ExitCode=0:15 RunTime=00:01:27";
+        let (state, exit) = parse_scontrol(line).unwrap();
+        assert_eq!(state, JobState::Timeout);
+        assert_eq!(exit.as_deref(), Some("0:15"));
+        assert!(parse_scontrol("slurm_load_jobs error: Invalid job id specified").is_none());
+    }
+}

@@ -1,0 +1,219 @@
+//! The `cases` test harness (libtest-mimic), shared by `harness/main.rs` and `servetest test`:
+//! arguments → discover → select → trials → run. With the `perf` feature, trials execute their
+//! case through a `RunContext` (SLURM or local); without it they validate and name-check it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+use crate::case::discover::{discover, Discovery};
+use crate::case::select::Selector;
+use crate::case::Case;
+use crate::env;
+use crate::plan::batch::BatchManager;
+use crate::plan::profile::ClusterProfile;
+use crate::run::{RunContext, RunOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "cases", about = "servetest cases (libtest-compatible)")]
+struct HarnessArgs {
+    #[command(flatten)]
+    libtest: Arguments,
+    /// Run only cases whose name contains NAME (repeatable; any may match; with --exact, whole names).
+    #[arg(long = "filter", value_name = "NAME")]
+    filters: Vec<String>,
+    /// Run only the cases named in this test list (also $SERVETEST_TEST_LIST).
+    #[arg(long, value_name = "FILE")]
+    test_list: Option<PathBuf>,
+    /// Root of the case tree (also $SERVETEST_CONFIG_DIR; default test_configs/ of this crate).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Cases per submitted batch; 0 = all at once (also $DISAGG_BATCH_SIZE; default 5).
+    #[arg(long, value_name = "N")]
+    disagg_batch_size: Option<usize>,
+    /// Cluster profile to apply when rendering jobs (also $SERVETEST_CLUSTER).
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
+}
+
+const EXECUTE: bool = cfg!(feature = "perf");
+
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = HarnessArgs::parse_from(args);
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(101)
+        }
+    }
+}
+
+fn run(args: HarnessArgs) -> Result<ExitCode, String> {
+    let config_dir = args
+        .config_dir
+        .or_else(env::config_dir)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_configs"));
+    let discovery = discover(&[config_dir]);
+    let selector = Selector {
+        filters: args.filters,
+        exact: args.libtest.exact,
+        test_list: args.test_list.or_else(env::test_list),
+    };
+    let selected = selector
+        .select(&discovery.cases)
+        .map_err(|e| e.to_string())?;
+    let listing = args.libtest.list;
+    let gpu_type = env::gpu_type();
+    let Discovery { cases, problems } = discovery;
+    let mut trials = Vec::with_capacity(selected.len() + 1);
+    if !problems.is_empty() {
+        // A misplaced or duplicate file is an error of the tree, reported as its own failing trial.
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        trials.push(
+            Trial::test("test_configs_layout", move || {
+                Err(Failed::from(text.join("\n")))
+            })
+            .with_kind("layout"),
+        );
+    }
+    let cases: Vec<Arc<Case>> = cases.into_iter().map(Arc::new).collect();
+    let chosen: Vec<Arc<Case>> = selected.iter().map(|&i| cases[i].clone()).collect();
+    // Only cases that will really run are batched: valid, and supported on this GPU type.
+    // libtest's own filters (positional, --exact, --skip, --ignored) are applied here too, so that a
+    // filtered-out case is never submitted as part of a batch.
+    let runnable: Vec<Arc<Case>> = chosen
+        .iter()
+        .filter(|c| c.is_valid() && c.gpu_ignore_reason(&gpu_type).is_none())
+        .filter(|c| {
+            let probe = Trial::test(c.name.clone(), || Ok(())).with_kind(c.kind().to_owned());
+            !args.libtest.is_filtered_out(&probe) && !args.libtest.is_ignored(&probe)
+        })
+        .cloned()
+        .collect();
+    let context = if EXECUTE && !listing && !runnable.is_empty() {
+        Some(Arc::new(execution_context(
+            &runnable,
+            args.disagg_batch_size,
+            args.cluster,
+        )?))
+    } else {
+        None
+    };
+    if let Some(ctx) = &context {
+        install_signal_handler(ctx.clone());
+    }
+    for case in chosen {
+        if !listing {
+            for v in case.violations.iter().filter(|v| !v.is_error()) {
+                eprintln!("{v}");
+            }
+        }
+        // Unsupported GPU: ignored (shown, never dropped); forced runs with --include-ignored
+        // still do not execute and say why.
+        let ignored = case.gpu_ignore_reason(&gpu_type);
+        if let (Some(why), false) = (&ignored, listing) {
+            eprintln!("note: {} is ignored: {why}", case.name);
+        }
+        let name = case.name.clone();
+        let kind = case.kind().to_owned();
+        let is_ignored = ignored.is_some();
+        let ctx = context.clone();
+        trials.push(
+            Trial::ignorable_test(name, move || run_case(&case, ignored, ctx.as_deref()))
+                .with_kind(kind)
+                .with_ignored_flag(is_ignored),
+        );
+    }
+    let conclusion = libtest_mimic::run(&args.libtest, trials);
+    if let Some(ctx) = &context {
+        let left = ctx.cancel_all();
+        if left > 0 {
+            ctx.progress().line(&format!(
+                "servetest: cancelled {left} job(s) no trial waited for"
+            ));
+        }
+        ctx.progress().line(&ctx.summary());
+    }
+    Ok(conclusion.exit_code())
+}
+
+fn execution_context(
+    runnable: &[Arc<Case>],
+    cli_batch: Option<usize>,
+    cli_cluster: Option<PathBuf>,
+) -> Result<RunContext, String> {
+    let profile = match cli_cluster.or_else(env::cluster) {
+        Some(path) => Some(ClusterProfile::load(&path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let poll = env::poll_interval()?;
+    let executor = crate::exec::from_env(poll)?;
+    let servetest = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("servetest"));
+    RunContext::new(
+        runnable,
+        RunOptions {
+            batch_size: BatchManager::resolve_size(cli_batch, env::batch_size()?),
+            profile,
+            executor,
+            wait_timeout: env::wait_timeout()?,
+            debug_job: env::debug_job()?,
+            out_root: env::output_path(),
+            work_dir: env::work_dir(),
+            servetest,
+        },
+    )
+}
+
+/// SIGINT/SIGTERM: cancel every job this run submitted (scancel; local process groups are killed
+/// and waited for), say so, and exit. Results already written stay on disk.
+fn install_signal_handler(ctx: Arc<RunContext>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("servetest: cannot handle signals ({e}); Ctrl-C may leave jobs running");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            ctx.progress()
+                .line(&format!("servetest: {name}: cancelling this run's jobs"));
+            let n = ctx.cancel_all();
+            ctx.progress().line(&format!(
+                "servetest: cancelled {n} job(s); results written so far are kept"
+            ));
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
+/// Without the `perf` feature a trial checks the case itself: it loads, validates and its name
+/// matches its content. With it, the case's job is also run and judged.
+fn run_case(
+    case: &Case,
+    ignored: Option<String>,
+    ctx: Option<&RunContext>,
+) -> Result<Completion, Failed> {
+    if let Some(why) = ignored {
+        return Ok(Completion::ignored_with(why));
+    }
+    let errors: Vec<String> = case.errors().map(ToString::to_string).collect();
+    if !errors.is_empty() {
+        return Err(Failed::from(format!(
+            "{} violation(s):\n{}",
+            errors.len(),
+            errors.join("\n")
+        )));
+    }
+    if let Some(ctx) = ctx {
+        ctx.run_trial(case).map_err(Failed::from)?;
+    }
+    Ok(Completion::Completed)
+}

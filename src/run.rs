@@ -1,0 +1,350 @@
+//! Executing selected cases: one `RunContext` per harness run owns the executor, the lazy batches,
+//! the run log and the per-case outputs; each trial calls `run_trial` for its case.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::case::{Case, CaseSpec};
+use crate::exec::job::{JobRecord, JobState};
+use crate::exec::process::log_tail;
+use crate::exec::Executor;
+use crate::plan::batch::{BatchManager, Submitted};
+use crate::plan::profile::ClusterProfile;
+use crate::plan::render::{self, JobPlan, RenderInput};
+
+/// Log lines shown in a failed trial, per file.
+const TAIL: usize = 20;
+
+pub struct RunOptions {
+    pub batch_size: usize,
+    pub profile: Option<ClusterProfile>,
+    pub executor: Arc<dyn Executor>,
+    pub wait_timeout: Duration,
+    pub debug_job: Option<String>,
+    pub out_root: PathBuf,
+    pub work_dir: Option<PathBuf>,
+    /// The servetest binary that role steps call.
+    pub servetest: PathBuf,
+}
+
+pub struct RunContext {
+    opts: RunOptions,
+    batches: BatchManager,
+    run_id: String,
+    progress: Progress,
+    plans: Mutex<HashMap<String, JobPlan>>,
+    cases: HashMap<String, Arc<Case>>,
+}
+
+/// Progress lines: to stderr and to `$OUTPUT_PATH/disagg_benchmark_{timestamp}.log`.
+pub struct Progress {
+    log: Mutex<Option<File>>,
+    pub path: PathBuf,
+}
+
+impl Progress {
+    pub fn line(&self, text: &str) {
+        eprintln!("{text}");
+        if let Some(f) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
+/// Whether servetest can execute cases of this family yet.
+pub fn executable(case: &Case) -> Result<(), String> {
+    match &case.spec {
+        Some(CaseSpec::Script(_)) => Ok(()),
+        Some(CaseSpec::Disagg(_)) => Err(format!(
+            "{}: executing disagg/wideep cases needs the serving roles (CTX/GEN/router/benchmark), which \
+             are not built yet; the case is valid and its job script renders (servetest render)",
+            case.name
+        )),
+        None => Err(format!("{}: the case did not load", case.name)),
+    }
+}
+
+fn unix(t: Option<SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+}
+
+#[derive(Serialize)]
+struct Tracker<'a> {
+    schema_version: u32,
+    case: &'a str,
+    executor: &'a str,
+    job_id: &'a str,
+    state: String,
+    exit_code: Option<&'a str>,
+    submitted: Option<f64>,
+    started: Option<f64>,
+    finished: Option<f64>,
+    queue_s: Option<f64>,
+    run_s: Option<f64>,
+}
+
+impl RunContext {
+    /// `order`: the selected cases in trial order (only executable ones are batched).
+    pub fn new(order: &[Arc<Case>], opts: RunOptions) -> Result<RunContext, String> {
+        std::fs::create_dir_all(&opts.out_root)
+            .map_err(|e| format!("failed to create {}: {e}", opts.out_root.display()))?;
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let run_id = format!("{secs}-{}", std::process::id());
+        let path = opts.out_root.join(format!("disagg_benchmark_{secs}.log"));
+        let log = File::options().create(true).append(true).open(&path).ok();
+        let progress = Progress {
+            log: Mutex::new(log),
+            path,
+        };
+        let names: Vec<String> = order
+            .iter()
+            .filter(|c| executable(c).is_ok())
+            .map(|c| c.name.clone())
+            .collect();
+        let batches = BatchManager::new(names, opts.batch_size);
+        let bar = "=".repeat(70);
+        progress.line(&format!(
+            "{bar}\nBatch Manager Initialized\nBatch size: {}\n{bar}\n\nTotal test configs: {}\nTotal batches: {}\nExecutor: {}{}",
+            if batches.size() == 0 { "all jobs in one batch".to_owned() } else { format!("{} jobs per batch", batches.size()) },
+            batches.case_count(),
+            batches.batch_count(),
+            opts.executor.name(),
+            opts.debug_job.as_ref().map(|j| format!(" (DEBUG_MODE: evaluating job {j}, submitting nothing)")).unwrap_or_default(),
+        ));
+        Ok(RunContext {
+            batches,
+            run_id,
+            progress,
+            plans: Mutex::new(HashMap::new()),
+            cases: order.iter().map(|c| (c.name.clone(), c.clone())).collect(),
+            opts,
+        })
+    }
+
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.opts.executor
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    fn plan_for(&self, case: &Case) -> Result<JobPlan, String> {
+        let plan = render::plan(&RenderInput {
+            case,
+            out_root: &self.opts.out_root,
+            work_dir: self.opts.work_dir.as_deref(),
+            profile: self.opts.profile.as_ref(),
+            run_id: &self.run_id,
+            servetest: &self.opts.servetest,
+        })
+        .map_err(|e| e.to_string())?;
+        plan.write().map_err(|e| e.to_string())?;
+        for o in &plan.overrides {
+            self.progress
+                .line(&format!("  {}: override {o}", case.name));
+        }
+        Ok(plan)
+    }
+
+    fn submit_batch(&self, index: usize, names: &[String]) -> Submitted {
+        let bar = "=".repeat(70);
+        let start = index * self.batches.size().max(1);
+        self.progress.line(&format!(
+            "\n{bar}\nSubmitting Batch {index}\nRange: [{start}:{}] ({} jobs)\n{bar}\n",
+            start + names.len(),
+            names.len()
+        ));
+        let mut out = Submitted::new();
+        for (i, name) in names.iter().enumerate() {
+            let result = self
+                .cases
+                .get(name)
+                .ok_or_else(|| format!("{name}: unknown case"))
+                .and_then(|case| self.plan_for(case))
+                .and_then(|plan| {
+                    let id = self
+                        .opts
+                        .executor
+                        .submit(&plan)
+                        .map_err(|e| e.to_string())?;
+                    self.plans.lock().unwrap().insert(name.clone(), plan);
+                    Ok(id)
+                });
+            match &result {
+                Ok(id) => self.progress.line(&format!(
+                    "  [{:>3}/{}] Job {id} <- {name}",
+                    i + 1,
+                    names.len()
+                )),
+                Err(e) => self.progress.line(&format!(
+                    "  [{:>3}/{}] FAILED <- {name}: {e}",
+                    i + 1,
+                    names.len()
+                )),
+            }
+            out.insert(name.clone(), result);
+        }
+        out
+    }
+
+    /// Runs (or, in debug mode, evaluates) one case's job and judges it.
+    pub fn run_trial(&self, case: &Case) -> Result<(), String> {
+        executable(case)?;
+        let id = match &self.opts.debug_job {
+            Some(id) => {
+                self.opts
+                    .executor
+                    .adopt(id, &case.name)
+                    .map_err(|e| e.to_string())?;
+                id.clone()
+            }
+            None => self
+                .batches
+                .job_for(&case.name, |b, names| self.submit_batch(b, names))?,
+        };
+        // A panicking trial must not leave its job running.
+        struct CancelOnUnwind<'a>(&'a dyn Executor, &'a str);
+        impl Drop for CancelOnUnwind<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.cancel(&[self.1.to_owned()]);
+                }
+            }
+        }
+        let _guard = CancelOnUnwind(self.opts.executor.as_ref(), &id);
+        let (record, finished) =
+            self.opts
+                .executor
+                .table()
+                .wait_terminal(&id, self.opts.wait_timeout, |r| {
+                    if !r.state.is_terminal() {
+                        self.progress
+                            .line(&format!("  {}: job {} {}", case.name, r.id, r.state));
+                    }
+                });
+        if !finished {
+            self.opts.executor.cancel(std::slice::from_ref(&id));
+            let record = self.opts.executor.table().get(&id).unwrap_or(record);
+            self.track(case, &record);
+            return Err(format!(
+                "{}: gave up waiting for job {id} after {:?} (state {}); the job was cancelled{}",
+                case.name,
+                self.opts.wait_timeout,
+                record.state,
+                self.tails(case, &id)
+            ));
+        }
+        self.track(case, &record);
+        self.progress.line(&format!(
+            "  {}: job {} {} (exit {})",
+            case.name,
+            id,
+            record.state,
+            record.exit_code.as_deref().unwrap_or("?")
+        ));
+        if record.state == JobState::Completed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: job {id} ended {} (exit code {}){}",
+                case.name,
+                record.state,
+                record.exit_code.as_deref().unwrap_or("unknown"),
+                self.tails(case, &id)
+            ))
+        }
+    }
+
+    fn case_dir(&self, case: &Case) -> PathBuf {
+        self.opts.out_root.join(&case.name)
+    }
+
+    /// Tracker file: per-case timing and final state, written atomically.
+    fn track(&self, case: &Case, r: &JobRecord) {
+        let secs = |a: Option<SystemTime>, b: Option<SystemTime>| {
+            Some(b?.duration_since(a?).ok()?.as_secs_f64())
+        };
+        let t = Tracker {
+            schema_version: 1,
+            case: &case.name,
+            executor: self.opts.executor.name(),
+            job_id: &r.id,
+            state: r.state.to_string(),
+            exit_code: r.exit_code.as_deref(),
+            submitted: unix(Some(r.submitted)),
+            started: unix(r.started),
+            finished: unix(r.finished),
+            queue_s: secs(Some(r.submitted), r.started),
+            run_s: secs(r.started, r.finished),
+        };
+        let path = self.case_dir(case).join("tracker.json");
+        let json = serde_json::to_vec_pretty(&t).expect("tracker serializes");
+        if let Err(e) = crate::fsutil::write_atomic(&path, &json) {
+            self.progress.line(&format!(
+                "  {}: failed to write {}: {e}",
+                case.name,
+                path.display()
+            ));
+        }
+    }
+
+    /// The last lines of the job's SLURM output and of every step log.
+    fn tails(&self, case: &Case, id: &str) -> String {
+        let mut files: Vec<PathBuf> = Vec::new();
+        if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
+            files.push(PathBuf::from(
+                plan.slurm_out.display().to_string().replace("%j", id),
+            ));
+            files.extend(plan.steps.iter().map(|s| s.log.clone()));
+        } else if let Ok(entries) = std::fs::read_dir(self.case_dir(case)) {
+            // Debug mode: whatever logs the job left.
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log" || x == "out"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+        let mut out = String::new();
+        for f in files
+            .iter()
+            .filter(|f| f.metadata().is_ok_and(|m| m.len() > 0))
+        {
+            out.push_str(&format!(
+                "\n--- last {TAIL} lines of {} ---\n{}",
+                f.display(),
+                log_tail(f, TAIL)
+            ));
+        }
+        out
+    }
+
+    /// Cancels whatever this run submitted that is still live (end of run, signals).
+    pub fn cancel_all(&self) -> usize {
+        let live = self.opts.executor.table().live_ids();
+        if !live.is_empty() {
+            self.opts.executor.cancel(&live);
+        }
+        live.len()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "servetest: {} scheduler queries ({}); run log {}",
+            self.opts.executor.queries(),
+            self.opts.executor.name(),
+            self.progress.path.display()
+        )
+    }
+}

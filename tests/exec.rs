@@ -1,0 +1,336 @@
+//! Execution on the real one-node SLURM cluster of scripts/slurm-up (and the local executor):
+//! batching, failure states, debug mode, and cancellation on SIGINT. Run by scripts/test with
+//! `--features perf` after `scripts/slurm-up` (SLURM_CONF must point at that cluster).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn harness(
+    executor: &str,
+    tree: &str,
+    out: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servetest"));
+    cmd.arg("test")
+        .arg("--config-dir")
+        .arg(root().join("tests/exec_configs").join(tree))
+        .args(extra)
+        .env("SERVETEST_EXECUTOR", executor)
+        .env("SERVETEST_CLUSTER", root().join("clusters/local.yaml"))
+        .env("SERVETEST_POLL_INTERVAL", "0.5")
+        .env("OUTPUT_PATH", out)
+        .env("GPU_TYPE", "CPU")
+        .env_remove("DISAGG_BATCH_SIZE")
+        .env_remove("DEBUG_MODE")
+        .env_remove("SERVETEST_TEST_LIST");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn squeue_names() -> String {
+    let o = Command::new("squeue")
+        .args(["-h", "-o", "%j %T"])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn batch_sizes_submit_lazily_and_poll_with_one_squeue() {
+    for (size, batches) in [(Some("1"), 6), (Some("2"), 3), (Some("0"), 1), (None, 2)] {
+        let out = tempfile::tempdir().unwrap();
+        let mut extra = vec![];
+        if let Some(s) = size {
+            extra = vec!["--disagg-batch-size", s];
+        }
+        let o = harness("slurm", "pass", out.path(), &extra, &[])
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "batch size {size:?}:\n{t}");
+        assert!(t.contains(&format!("Total batches: {batches}")), "{t}");
+        assert_eq!(t.matches("Submitting Batch").count(), batches, "{t}");
+        assert_eq!(t.matches("] Job ").count(), 6, "{t}");
+        assert!(t.contains("6 passed; 0 failed"), "{t}");
+        // Outputs: script, tracker with final state, the SLURM output file.
+        let dir = out.path().join("script_perf_short-1");
+        assert!(dir.join("job.sbatch").exists());
+        let tracker: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("tracker.json")).unwrap()).unwrap();
+        assert_eq!(tracker["state"], "COMPLETED");
+        assert_eq!(tracker["executor"], "slurm");
+        assert!(std::fs::read_to_string(dir.join("overrides.txt"))
+            .unwrap()
+            .contains("dropped --gres=gpu:4"));
+        assert!(std::fs::read_to_string(dir.join("work.log"))
+            .unwrap()
+            .contains("case 1 done"));
+        let log = std::fs::read_dir(out.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("disagg_benchmark_")
+            })
+            .expect("run log");
+        assert!(std::fs::read_to_string(log.path())
+            .unwrap()
+            .contains("Batch Manager Initialized"));
+    }
+}
+
+#[test]
+fn failed_timed_out_and_cancelled_jobs_fail_their_trials_with_state_and_log_tail() {
+    let out = tempfile::tempdir().unwrap();
+    let child = harness(
+        "slurm",
+        "fail",
+        out.path(),
+        &[
+            "--disagg-batch-size",
+            "0",
+            "--format",
+            "json",
+            "-Z",
+            "unstable-options",
+        ],
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Cancel one job from outside once it runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if squeue_names().contains("script_perf_d-cancel-me RUNNING") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cancel-me never ran: {}",
+            squeue_names()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Command::new("scancel")
+        .args(["--name", "script_perf_d-cancel-me"])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["type"] == "test" && v["event"] != "started")
+        .collect();
+    let outcome = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["name"].as_str().is_some_and(|n| n.ends_with(name)))
+            .unwrap_or_else(|| panic!("no event for {name}:\n{t}"))
+            .clone()
+    };
+    assert_eq!(outcome("a-ok")["event"], "ok", "{t}");
+    let failed = outcome("b-exit-1");
+    assert_eq!(failed["event"], "failed");
+    let msg = failed["stdout"].as_str().unwrap();
+    assert!(msg.contains("ended FAILED (exit code 1:0)"), "{msg}");
+    assert!(msg.contains("boom"), "the log tail shows stderr: {msg}");
+    let timeout = outcome("c-time-limit");
+    assert!(
+        timeout["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("ended TIMEOUT"),
+        "{timeout}"
+    );
+    let cancelled = outcome("d-cancel-me");
+    assert!(
+        cancelled["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("ended CANCELLED"),
+        "{cancelled}"
+    );
+    let tracker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("script_perf_c-time-limit/tracker.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tracker["state"], "TIMEOUT");
+}
+
+#[test]
+fn debug_mode_evaluates_an_existing_job_without_submitting() {
+    let out = tempfile::tempdir().unwrap();
+    let o = harness(
+        "slurm",
+        "pass",
+        out.path(),
+        &["--exact", "script_perf_short-2"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let tracker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("script_perf_short-2/tracker.json")).unwrap(),
+    )
+    .unwrap();
+    let id = tracker["job_id"].as_str().unwrap().to_owned();
+    let o = harness(
+        "slurm",
+        "pass",
+        out.path(),
+        &["--exact", "script_perf_short-2"],
+        &[("DEBUG_MODE", "1"), ("DEBUG_JOB_ID", &id)],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "DEBUG_MODE: evaluating job {id}, submitting nothing"
+        )),
+        "{t}"
+    );
+    assert!(!t.contains("Submitting Batch"), "{t}");
+    let o = harness("slurm", "pass", out.path(), &[], &[("DEBUG_MODE", "1")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(101));
+    assert!(text(&o).contains("DEBUG_MODE=1 needs DEBUG_JOB_ID"));
+}
+
+#[test]
+fn local_executor_runs_the_same_cases() {
+    let out = tempfile::tempdir().unwrap();
+    let o = harness(
+        "local",
+        "pass",
+        out.path(),
+        &["--disagg-batch-size", "0"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("Executor: local") && t.contains("6 passed; 0 failed"),
+        "{t}"
+    );
+    let tracker: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("script_perf_short-3/tracker.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tracker["state"], "COMPLETED");
+    assert_eq!(tracker["executor"], "local");
+    let o = harness(
+        "local",
+        "fail",
+        out.path(),
+        &["--exact", "script_perf_b-exit-1"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        t.contains("ended FAILED (exit code 1:0)") && t.contains("boom"),
+        "{t}"
+    );
+}
+
+fn marker_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmd.contains("servetest-signal-marker") && !zombie {
+            found.push(cmd);
+        }
+    }
+    found
+}
+
+fn sigint_leaves_nothing(executor: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = harness(
+        executor,
+        "sleep",
+        out.path(),
+        &["--disagg-batch-size", "0"],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marker_processes().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "sleepers never started ({executor})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("SIGINT: cancelling this run's jobs") && err.contains("cancelled 3 job(s)"),
+        "{err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = marker_processes();
+        let queued = squeue_names();
+        let jobs_left = executor == "slurm"
+            && (queued.contains("sleeper")
+                && (queued.contains("RUNNING") || queued.contains("PENDING")));
+        if left.is_empty() && !jobs_left {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}\n{queued}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sigint_cancels_every_job_and_leaves_no_process() {
+    sigint_leaves_nothing("slurm");
+    sigint_leaves_nothing("local");
+}
