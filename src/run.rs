@@ -340,9 +340,9 @@ impl RunContext {
     }
 
     pub fn summary(&self) -> String {
+        let (queries, job_polls) = self.opts.executor.queries();
         format!(
-            "servetest: {} scheduler queries ({}); run log {}",
-            self.opts.executor.queries(),
+            "servetest: {queries} scheduler queries covering {job_polls} job-polls ({}); run log {}",
             self.opts.executor.name(),
             self.progress.path.display()
         )

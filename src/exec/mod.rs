@@ -47,9 +47,10 @@ pub trait Executor: Send + Sync {
     }
     /// The record of an existing job this run did not submit (debug mode).
     fn adopt(&self, id: &str, case: &str) -> Result<JobRecord, ExecError>;
-    /// Number of scheduler queries so far (squeue calls for SLURM).
-    fn queries(&self) -> u64 {
-        0
+    /// Scheduler queries so far (squeue calls) and the job-polls they covered (what one query per
+    /// job per poll would have cost).
+    fn queries(&self) -> (u64, u64) {
+        (0, 0)
     }
 }
 

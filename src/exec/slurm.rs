@@ -16,6 +16,8 @@ use crate::plan::render::JobPlan;
 pub struct SlurmExecutor {
     table: JobTable,
     squeue_calls: AtomicU64,
+    /// Sum over polls of the jobs each poll asked about: the squeue calls a per-job poller makes.
+    jobs_polled: AtomicU64,
 }
 
 /// True when `sinfo` exists and the controller answers within a few seconds.
@@ -71,6 +73,7 @@ impl SlurmExecutor {
         let exec = Arc::new(SlurmExecutor {
             table: JobTable::default(),
             squeue_calls: AtomicU64::new(0),
+            jobs_polled: AtomicU64::new(0),
         });
         let weak: Weak<SlurmExecutor> = Arc::downgrade(&exec);
         std::thread::Builder::new()
@@ -98,6 +101,8 @@ impl SlurmExecutor {
             .chain([ids.join(",")])
             .collect();
         self.squeue_calls.fetch_add(1, Ordering::Relaxed);
+        self.jobs_polled
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
         let listed = match run("squeue", &args) {
             Ok(out) if out.status.success() => parse_squeue(&String::from_utf8_lossy(&out.stdout)),
             // Every id unknown ("Invalid job id"): fall through to scontrol for each.
@@ -226,8 +231,11 @@ impl Executor for SlurmExecutor {
         Ok(self.table.get(id).expect("just inserted"))
     }
 
-    fn queries(&self) -> u64 {
-        self.squeue_calls.load(Ordering::Relaxed)
+    fn queries(&self) -> (u64, u64) {
+        (
+            self.squeue_calls.load(Ordering::Relaxed),
+            self.jobs_polled.load(Ordering::Relaxed),
+        )
     }
 }
 
