@@ -10,6 +10,7 @@ use servetest::case::discover::discover;
 use servetest::env;
 use servetest::report_cases::{violations_text, CaseRow};
 
+mod bench_cmd;
 mod serve_cmd;
 
 #[derive(Parser)]
@@ -87,6 +88,10 @@ enum Command {
         #[arg(long)]
         cluster: Option<PathBuf>,
     },
+    /// Benchmark an OpenAI-compatible server (vLLM's metrics and output format).
+    Bench(bench_cmd::BenchArgs),
+    /// An OpenAI-compatible simulator with a latency model (for testing clients).
+    SimServer(bench_cmd::SimArgs),
     /// List discovered cases: name, family, category, model, GPUs, and why a case is ignored.
     List {
         /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
@@ -173,6 +178,21 @@ fn main() -> ExitCode {
                 print!("{script}");
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Bench(args) => match bench_cmd::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::SimServer(args) => match bench_cmd::sim_server(args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(1)
