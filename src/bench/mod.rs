@@ -152,3 +152,7 @@ mod tests {
         assert!(cv(&schedule(2000, 10.0, 0.25, 1)) > cv(&schedule(2000, 10.0, 4.0, 1)) * 2.0);
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod client_tests;
