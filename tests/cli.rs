@@ -122,3 +122,85 @@ fn serve_refuses_remote_addresses_and_missing_models() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("has no config.json"));
 }
+
+#[test]
+fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
+    let o = servetest(&[
+        "bench",
+        "--base-url",
+        "http://10.1.2.3:8000",
+        "--model",
+        "m",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("non-loopback target"), "{}", text(&o));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ready = tmp.path().join("url");
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "sim-server",
+            "--ttft-ms",
+            "5",
+            "--itl-ms",
+            "20",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = std::fs::read_to_string(&ready).unwrap().trim().to_owned();
+    let out = tmp.path().join("partial.json");
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+    let bench = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "bench",
+            "--base-url",
+            &url,
+            "--model",
+            "m",
+            "--input-len",
+            "8",
+            "--output-len",
+            "20",
+        ])
+        .args([
+            "--num-prompts",
+            "200",
+            "--max-concurrency",
+            "2",
+            "--tokenizer",
+        ])
+        .arg(&tokenizer)
+        .arg("--save-result")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bench.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = bench.wait_with_output().unwrap();
+    let _ = sim.kill();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("Successful requests:"),
+        "summary printed: {}",
+        text(&o)
+    );
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(saved["servetest"]["interrupted"], true);
+    let done = saved["completed"].as_u64().unwrap();
+    assert!(done > 0 && done < 200, "{done}");
+}

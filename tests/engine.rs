@@ -26,7 +26,7 @@ fn tiny_model() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vllm_serves_streaming_completions_with_logprobs_and_stops_cleanly() {
+async fn vllm_serves_streaming_completions_with_logprobs_benchmarks_and_stops_cleanly() {
     let model = tiny_model();
     let python = default_python(&root());
     let spec = ServeSpec {
@@ -124,6 +124,61 @@ async fn vllm_serves_streaming_completions_with_logprobs_and_stops_cleanly() {
     assert_eq!(
         usage["total_tokens"].as_u64().unwrap(),
         prompt_tokens + max_tokens as u64
+    );
+
+    // The native benchmark client against the same real server (the command from the README).
+    let result = out.path().join("bench.json");
+    let bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["bench", "--base-url", &server.base_url, "--model"])
+        .arg(&model)
+        .args([
+            "--dataset",
+            "random",
+            "--input-len",
+            "128",
+            "--output-len",
+            "64",
+        ])
+        .args([
+            "--max-concurrency",
+            "8",
+            "--num-prompts",
+            "200",
+            "--save-result",
+        ])
+        .arg(&result)
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&bench.stdout);
+    assert!(
+        bench.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    assert!(
+        printed.contains("Median TTFT (ms):")
+            && printed.contains("Benchmark with concurrency 8 done")
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+    assert_eq!(r["completed"], 200, "{r}");
+    assert_eq!(r["failed"], 0);
+    // Exact lengths: prompts built with the model's tokenizer (BOS included), ignore_eos forced.
+    assert_eq!(r["total_input_tokens"], 200 * 128);
+    assert_eq!(r["total_output_tokens"], 200 * 64);
+    for key in [
+        "median_ttft_ms",
+        "median_tpot_ms",
+        "median_itl_ms",
+        "median_e2el_ms",
+    ] {
+        assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
+    }
+    eprintln!(
+        "servetest bench on vLLM CPU: {:.1} req/s, median TTFT {:.1} ms, TPOT {:.2} ms",
+        r["request_throughput"].as_f64().unwrap(),
+        r["median_ttft_ms"].as_f64().unwrap(),
+        r["median_tpot_ms"].as_f64().unwrap()
     );
 
     server.stop(Duration::from_secs(15)).await.unwrap();

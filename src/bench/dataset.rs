@@ -136,6 +136,26 @@ fn random(
             "the tokenizer has no ordinary tokens".into(),
         ));
     }
+    // Random byte-level tokens merge across their boundaries once decoded, so prompts drift off the
+    // target length. Tokens of the form " word" (one leading space, no other whitespace, encoding
+    // back to themselves) stay separate: sample from those when the vocabulary has enough.
+    let stable: Vec<u32> = allowed
+        .iter()
+        .copied()
+        .filter(|&id| {
+            let Ok(text) = tok.decode(&[id], false) else {
+                return false;
+            };
+            text.len() > 1
+                && text.starts_with(' ')
+                && !text[1..].contains(char::is_whitespace)
+                && !text.contains('\u{FFFD}')
+                && tok
+                    .encode(text.as_str(), false)
+                    .is_ok_and(|e| e.get_ids() == [id])
+        })
+        .collect();
+    let allowed = if stable.len() >= 100 { stable } else { allowed };
     // Special tokens the tokenizer adds (BOS) count towards the input length, as in vLLM.
     let num_special = count_tokens(tok, "", true);
     let mut out = Vec::with_capacity(n);
