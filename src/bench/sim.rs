@@ -49,6 +49,8 @@ struct Sim {
     cfg: SimConfig,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// The server's own TTFT of every streamed request, microseconds (for `/servetest/stats`).
+    ttfts_us: std::sync::Mutex<Vec<u64>>,
 }
 
 fn prompt_tokens(body: &Value) -> usize {
@@ -117,7 +119,9 @@ async fn generate(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> Respo
         return Json(json!({"id": format!("sim-{n}"), "object": "text_completion", "model": model, "choices": [c], "usage": usage})).into_response();
     }
     // States: token index 0..max_tokens, then the usage chunk, then [DONE].
+    let sim_for_stream = sim.clone();
     let events = stream::unfold(0usize, move |i| {
+        let sim = sim_for_stream.clone();
         let gaps = gaps.clone();
         let model = model.clone();
         let usage = usage.clone();
@@ -127,8 +131,12 @@ async fn generate(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> Respo
                 tokio::time::sleep_until(due.into()).await;
                 let mut chunk = json!({"id": format!("sim-{n}"), "object": "text_completion", "model": model, "choices": [choice(i)]});
                 if i == 0 {
-                    chunk["servetest_sim"] =
-                        json!({"ttft_us": arrived.elapsed().as_micros() as u64});
+                    let us = arrived.elapsed().as_micros() as u64;
+                    sim.ttfts_us
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(us);
+                    chunk["servetest_sim"] = json!({ "ttft_us": us });
                 }
                 Some((
                     Ok::<_, Infallible>(Event::default().data(chunk.to_string())),
@@ -147,10 +155,23 @@ async fn generate(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> Respo
     Sse::new(events).into_response()
 }
 
+/// Request counts and the server-side TTFT distribution (µs) of streamed requests.
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    let mut t = sim
+        .ttfts_us
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    t.sort_unstable();
+    let q = |p: f64| {
+        t.get(((t.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+    };
     Json(json!({
         "requests": sim.requests.load(Ordering::Relaxed),
         "failures": sim.failures.load(Ordering::Relaxed),
+        "ttft_us": {"count": t.len(), "p50": q(0.5), "p99": q(0.99),
+                    "mean": if t.is_empty() { 0.0 } else { t.iter().sum::<u64>() as f64 / t.len() as f64 }},
     }))
 }
 
@@ -159,6 +180,7 @@ pub fn router(cfg: SimConfig) -> Router {
         cfg,
         requests: AtomicU64::new(0),
         failures: AtomicU64::new(0),
+        ttfts_us: std::sync::Mutex::new(Vec::new()),
     });
     Router::new()
         .route("/health", get(|| async { "ok" }))
