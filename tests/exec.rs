@@ -334,3 +334,47 @@ fn sigint_cancels_every_job_and_leaves_no_process() {
     sigint_leaves_nothing("slurm");
     sigint_leaves_nothing("local");
 }
+
+#[test]
+fn rejected_submissions_and_wait_timeouts_fail_with_the_reason() {
+    let out = tempfile::tempdir().unwrap();
+    // No cluster profile: the case's own (nonexistent) partition reaches sbatch.
+    let mut cmd = harness("slurm", "reject", out.path(), &[], &[]);
+    cmd.env_remove("SERVETEST_CLUSTER");
+    let o = cmd.output().unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        t.contains("sbatch rejected script_perf_no-such-partition"),
+        "{t}"
+    );
+    assert!(
+        t.to_lowercase().contains("invalid partition"),
+        "sbatch's stderr is shown: {t}"
+    );
+
+    let o = harness(
+        "slurm",
+        "slow",
+        out.path(),
+        &[],
+        &[("SERVETEST_WAIT_TIMEOUT", "3")],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        t.contains("gave up waiting for job") && t.contains("the job was cancelled"),
+        "{t}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while squeue_names().contains("script_perf_outlives-the-wait RUNNING") {
+        assert!(
+            Instant::now() < deadline,
+            "the job kept running: {}",
+            squeue_names()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
