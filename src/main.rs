@@ -42,38 +42,7 @@ enum Command {
     },
     /// Start an inference server (own process group), wait until healthy, print its URL, and stop it
     /// cleanly on Ctrl-C/SIGTERM. Arguments after `--` go to the engine verbatim.
-    Serve {
-        #[arg(long, default_value = "vllm")]
-        engine: String,
-        /// Model directory (e.g. models/tiny from scripts/make-tiny-model).
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// 0 picks a free port.
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-        /// Engine virtualenv interpreter (default: $SERVETEST_ENGINE_PYTHON, .venv/engine/bin/python).
-        #[arg(long)]
-        python: Option<PathBuf>,
-        /// Server log (default: $OUTPUT_PATH/serve/ENGINE.PORT.log).
-        #[arg(long)]
-        log: Option<PathBuf>,
-        /// Seconds to wait for the health endpoint.
-        #[arg(long, default_value_t = 600)]
-        startup_timeout: u64,
-        /// Write the base URL here once healthy (for scripts).
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
-        /// Allow binding a non-loopback address.
-        #[arg(long)]
-        allow_remote: bool,
-        /// Extra environment for the server, NAME=VALUE (repeatable).
-        #[arg(long = "env", value_name = "NAME=VALUE")]
-        server_env: Vec<String>,
-        #[arg(last = true)]
-        engine_args: Vec<String>,
-    },
+    Serve(serve_cmd::Options),
     /// Run the cases harness (the same as `cargo test --test cases`; execution needs a build with
     /// `--features perf`). Arguments are the harness's: filters, --list, --test-list, …
     Test {
@@ -135,40 +104,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Serve {
-            engine,
-            model,
-            host,
-            port,
-            python,
-            log,
-            startup_timeout,
-            ready_file,
-            allow_remote,
-            server_env,
-            engine_args,
-        } => {
-            let opts = serve_cmd::Options {
-                engine,
-                model,
-                host,
-                port,
-                python,
-                log,
-                startup_timeout: std::time::Duration::from_secs(startup_timeout),
-                ready_file,
-                allow_remote,
-                server_env,
-                engine_args,
-            };
-            match serve_cmd::run(opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
+        Command::Serve(opts) => match serve_cmd::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
             }
-        }
+        },
         Command::Test { args } => {
             let argv = std::iter::once(std::ffi::OsString::from("servetest test")).chain(args);
             servetest::harness::main_with_args(argv)

@@ -8,17 +8,37 @@ use servetest::env;
 use servetest::serve::engine::{by_name, default_python, ServeSpec};
 use servetest::serve::server::{free_port, Server};
 
+#[derive(clap::Args, Debug)]
 pub struct Options {
+    #[arg(long, default_value = "vllm")]
     pub engine: String,
+    /// Model directory (e.g. models/tiny from scripts/make-tiny-model).
+    #[arg(long)]
     pub model: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// 0 picks a free port.
+    #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Engine virtualenv interpreter (default: $SERVETEST_ENGINE_PYTHON, .venv/engine/bin/python).
+    #[arg(long)]
     pub python: Option<PathBuf>,
+    /// Server log (default: $OUTPUT_PATH/serve/ENGINE.PORT.log).
+    #[arg(long)]
     pub log: Option<PathBuf>,
-    pub startup_timeout: Duration,
+    /// Seconds to wait for the health endpoint.
+    #[arg(long = "startup-timeout", default_value_t = 600, value_name = "SECS")]
+    pub startup_timeout_s: u64,
+    /// Write the base URL here once healthy (for scripts).
+    #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Allow binding a non-loopback address.
+    #[arg(long)]
     pub allow_remote: bool,
+    /// Extra environment for the server, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
     pub server_env: Vec<String>,
+    #[arg(last = true)]
     pub engine_args: Vec<String>,
 }
 
@@ -74,7 +94,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         tokio::runtime::Runtime::new().map_err(|e| format!("failed to start runtime: {e}"))?;
     runtime.block_on(async move {
         eprintln!("servetest: starting {} (log: {})", spec.model.display(), log.display());
-        let start = Server::start(engine.as_ref(), &spec, log, server_env, opts.startup_timeout);
+        let start = Server::start(engine.as_ref(), &spec, log, server_env, Duration::from_secs(opts.startup_timeout_s));
         let mut server = tokio::select! {
             r = start => r.map_err(|e| e.to_string())?,
             _ = shutdown_signal() => return Err("interrupted before the server became healthy; stopped it".into()),

@@ -105,6 +105,23 @@ pub struct JobRecord {
     pub finished: Option<SystemTime>,
 }
 
+impl JobRecord {
+    /// A just-submitted job.
+    pub fn pending(id: &str, case: &str) -> JobRecord {
+        JobRecord {
+            id: id.to_owned(),
+            case: case.to_owned(),
+            state: JobState::Pending {
+                reason: String::new(),
+            },
+            exit_code: None,
+            submitted: SystemTime::now(),
+            started: None,
+            finished: None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct JobTable {
     jobs: Mutex<HashMap<String, JobRecord>>,
@@ -213,19 +230,8 @@ mod tests {
     #[test]
     fn waiters_wake_on_terminal_state_and_time_out_otherwise() {
         let table = std::sync::Arc::new(JobTable::default());
-        let rec = |id: &str| JobRecord {
-            id: id.into(),
-            case: "c".into(),
-            state: JobState::Pending {
-                reason: String::new(),
-            },
-            exit_code: None,
-            submitted: SystemTime::now(),
-            started: None,
-            finished: None,
-        };
-        table.insert(rec("1"));
-        table.insert(rec("2"));
+        table.insert(JobRecord::pending("1", "c"));
+        table.insert(JobRecord::pending("2", "c"));
         let t = table.clone();
         let h = std::thread::spawn(move || t.wait_terminal("1", Duration::from_secs(10), |_| {}));
         std::thread::sleep(Duration::from_millis(50));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -163,17 +163,7 @@ impl Executor for LocalExecutor {
 
     fn submit(&self, plan: &JobPlan) -> Result<String, ExecError> {
         let id = format!("local-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.table.insert(JobRecord {
-            id: id.clone(),
-            case: plan.case.clone(),
-            state: JobState::Pending {
-                reason: String::new(),
-            },
-            exit_code: None,
-            submitted: SystemTime::now(),
-            started: None,
-            finished: None,
-        });
+        self.table.insert(JobRecord::pending(&id, &plan.case));
         let (tx, rx) = watch::channel(false);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         self.cancels.lock().unwrap().insert(id.clone(), tx);

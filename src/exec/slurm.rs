@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::job::{JobRecord, JobState, JobTable};
 use super::{ExecError, Executor};
@@ -186,17 +186,7 @@ impl Executor for SlurmExecutor {
                 ),
             });
         }
-        self.table.insert(JobRecord {
-            id: id.clone(),
-            case: plan.case.clone(),
-            state: JobState::Pending {
-                reason: String::new(),
-            },
-            exit_code: None,
-            submitted: SystemTime::now(),
-            started: None,
-            finished: None,
-        });
+        self.table.insert(JobRecord::pending(&id, &plan.case));
         Ok(id)
     }
 
@@ -219,13 +209,9 @@ impl Executor for SlurmExecutor {
         if self.table.get(id).is_none() {
             let (state, exit_code) = self.scontrol(id)?;
             self.table.insert(JobRecord {
-                id: id.to_owned(),
-                case: case.to_owned(),
                 state,
                 exit_code,
-                submitted: SystemTime::now(),
-                started: None,
-                finished: None,
+                ..JobRecord::pending(id, case)
             });
         }
         Ok(self.table.get(id).expect("just inserted"))
