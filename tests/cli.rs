@@ -185,7 +185,21 @@ fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Interrupt once the simulator has seen a third request (two slots: one has finished).
+    let stats = format!("{url}/servetest/stats");
+    for _ in 0..600 {
+        let seen = Command::new("curl")
+            .args(["-s", &stats])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["requests"].as_u64())
+            .unwrap_or(0);
+        if seen >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(bench.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -117,6 +117,10 @@ pub async fn run_pass(
         _ = &mut stop => { interrupted = true; }
     }
     tasks.abort_all();
+    // Requests that finished just before the stop are already in the channel: keep them.
+    while let Ok(o) = rx.try_recv() {
+        outputs.push(o);
+    }
     bar.finish_and_clear();
     // Requests cut off by Ctrl-C never finished: they are not counted as failures of the server.
     Pass {
