@@ -123,6 +123,22 @@ fn serve_refuses_remote_addresses_and_missing_models() {
     assert!(text(&o).contains("has no config.json"));
 }
 
+/// A plain HTTP/1.0 GET on loopback (no HTTP client needed in tests).
+fn http_get_json(url: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return serde_json::Value::Null;
+    };
+    let _ = write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 #[test]
 fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
     let o = servetest(&[
@@ -188,13 +204,7 @@ fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
     // Interrupt once the simulator has seen a third request (two slots: one has finished).
     let stats = format!("{url}/servetest/stats");
     for _ in 0..600 {
-        let seen = Command::new("curl")
-            .args(["-s", &stats])
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-            .and_then(|v| v["requests"].as_u64())
-            .unwrap_or(0);
+        let seen = http_get_json(&stats)["requests"].as_u64().unwrap_or(0);
         if seen >= 3 {
             break;
         }

@@ -118,8 +118,8 @@ async fn metrics_match_the_simulators_latencies() {
                 o.latency
             );
             assert!(
-                (o.itl.iter().sum::<f64>() - (o.latency - o.ttft)).abs() < 0.002,
-                "ITLs span first to last token"
+                o.itl.iter().sum::<f64>() <= o.latency - o.ttft + 1e-9,
+                "ITLs lie between the first token and the end"
             );
         }
         let mut gaps: Vec<f64> = pass.outputs.iter().map(|o| o.latency - o.ttft).collect();
