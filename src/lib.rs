@@ -2,11 +2,13 @@
 
 pub mod bench;
 pub mod case;
+pub mod check;
 pub mod env;
 pub mod exec;
 pub mod fsutil;
 pub mod harness;
 pub mod plan;
+pub mod report;
 pub mod report_cases;
 pub mod run;
 pub mod serve;

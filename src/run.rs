@@ -11,12 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::case::{Case, CaseSpec};
+use crate::check::logparse::{self, Block};
 use crate::exec::job::{JobRecord, JobState};
 use crate::exec::process::log_tail;
 use crate::exec::Executor;
 use crate::plan::batch::{BatchManager, Submitted};
 use crate::plan::profile::ClusterProfile;
 use crate::plan::render::{self, JobPlan, RenderInput};
+use crate::report::results::{ResultsWriter, Row};
 
 /// Log lines shown in a failed trial, per file.
 const TAIL: usize = 20;
@@ -40,6 +42,7 @@ pub struct RunContext {
     progress: Progress,
     plans: Mutex<HashMap<String, JobPlan>>,
     cases: HashMap<String, Arc<Case>>,
+    results: ResultsWriter,
 }
 
 /// Progress lines: to stderr and to `$OUTPUT_PATH/disagg_benchmark_{timestamp}.log`.
@@ -121,7 +124,9 @@ impl RunContext {
             opts.executor.name(),
             opts.debug_job.as_ref().map(|j| format!(" (DEBUG_MODE: evaluating job {j}, submitting nothing)")).unwrap_or_default(),
         ));
+        let results = ResultsWriter::new(&opts.out_root);
         Ok(RunContext {
+            results,
             batches,
             run_id,
             progress,
@@ -237,6 +242,7 @@ impl RunContext {
             self.opts.executor.cancel(std::slice::from_ref(&id));
             let record = self.opts.executor.table().get(&id).unwrap_or(record);
             self.track(case, &record);
+            let _ = self.record_rows(case, &record, Vec::new());
             return Err(format!(
                 "{}: gave up waiting for job {id} after {:?} (state {}); the job was cancelled{}",
                 case.name,
@@ -253,8 +259,8 @@ impl RunContext {
             record.state,
             record.exit_code.as_deref().unwrap_or("?")
         ));
-        if record.state == JobState::Completed {
-            Ok(())
+        let verdict = if record.state == JobState::Completed {
+            self.collect_metrics(case)
         } else {
             Err(format!(
                 "{}: job {id} ended {} (exit code {}){}",
@@ -263,7 +269,97 @@ impl RunContext {
                 record.exit_code.as_deref().unwrap_or("unknown"),
                 self.tails(case, &id)
             ))
+        };
+        // Every executed trial leaves rows in the results, passed or not.
+        let blocks = verdict.clone().unwrap_or_default();
+        self.record_rows(case, &record, blocks)?;
+        verdict.map(|_| ())
+    }
+
+    /// The metrics a case asks for, from its step's log; none found fails the trial.
+    fn collect_metrics(&self, case: &Case) -> Result<Vec<Block>, String> {
+        let Some(CaseSpec::Script(spec)) = &case.spec else {
+            return Ok(Vec::new());
+        };
+        let Some(m) = &spec.metrics else {
+            return Ok(Vec::new());
+        };
+        let log = self
+            .plans
+            .lock()
+            .unwrap()
+            .get(&case.name)
+            .and_then(|p| {
+                p.steps
+                    .iter()
+                    .find(|s| s.name == m.step)
+                    .map(|s| s.log.clone())
+            })
+            .unwrap_or_else(|| self.case_dir(case).join(format!("{}.log", m.step)));
+        let text = std::fs::read_to_string(&log)
+            .map_err(|e| format!("{}: failed to read {}: {e}", case.name, log.display()))?;
+        let (blocks, what) = match (&m.extractor_pattern, &m.metric_names) {
+            (Some(pattern), Some(names)) => {
+                let re = logparse::compile_custom(pattern).map_err(|e| e.to_string())?;
+                (
+                    logparse::parse_custom(&text, &re, names),
+                    format!("pattern {pattern:?}"),
+                )
+            }
+            _ => (
+                logparse::parse_default(&text),
+                "the default summary-line table".to_owned(),
+            ),
+        };
+        if blocks.iter().all(|b| b.metrics.is_empty()) {
+            return Err(format!(
+                "{}: {what} found no metric in {}; last {TAIL} lines:\n{}",
+                case.name,
+                log.display(),
+                log_tail(&log, TAIL)
+            ));
         }
+        for b in &blocks {
+            self.progress.line(&format!(
+                "  {}: concurrency {}: {} metric(s)",
+                case.name,
+                b.concurrency.map_or("-".to_owned(), |c| c.to_string()),
+                b.metrics.len()
+            ));
+        }
+        Ok(blocks)
+    }
+
+    fn record_rows(&self, case: &Case, r: &JobRecord, blocks: Vec<Block>) -> Result<(), String> {
+        let blocks = if blocks.is_empty() {
+            vec![Block::default()]
+        } else {
+            blocks
+        };
+        let rows: Vec<Row> = blocks
+            .into_iter()
+            .map(|b| Row {
+                test_name: case.name.clone(),
+                family: case.family.name.to_owned(),
+                category: case.category.clone(),
+                model: case.model().unwrap_or_default().to_owned(),
+                gpu_type: crate::env::gpu_type(),
+                executor: self.opts.executor.name().to_owned(),
+                job_id: r.id.clone(),
+                concurrency: b.concurrency,
+                state: r.state.to_string(),
+                start: unix(r.started),
+                end: unix(r.finished),
+                metrics: b.metrics,
+            })
+            .collect();
+        self.results.append(&rows).map_err(|e| {
+            format!(
+                "{}: failed to write {}: {e}",
+                case.name,
+                self.results.csv_path().display()
+            )
+        })
     }
 
     fn case_dir(&self, case: &Case) -> PathBuf {

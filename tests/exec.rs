@@ -378,3 +378,63 @@ fn rejected_submissions_and_wait_timeouts_fail_with_the_reason() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn metrics_from_step_logs_land_in_the_results_csv() {
+    let out = tempfile::tempdir().unwrap();
+    let o = harness(
+        "local",
+        "metrics",
+        out.path(),
+        &["--disagg-batch-size", "0"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(t.contains("2 passed; 1 failed"), "{t}");
+    assert!(
+        t.contains("the default summary-line table found no metric in")
+            && t.contains("nothing to see"),
+        "{t}"
+    );
+    let mut reader =
+        csv::Reader::from_path(out.path().join("perf_script_test_results.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let of = |case: &str| -> Vec<&csv::StringRecord> {
+        rows.iter()
+            .filter(|r| &r[col("test_name")] == case)
+            .collect()
+    };
+    let sweep = of("script_perf_bench-sweep");
+    assert_eq!(
+        sweep
+            .iter()
+            .map(|r| &r[col("concurrency")])
+            .collect::<Vec<_>>(),
+        ["1", "4"]
+    );
+    for r in &sweep {
+        assert_eq!(&r[col("state")], "COMPLETED");
+        assert_eq!(&r[col("completed")], "20");
+        assert!(
+            r[col("median_ttft_ms")].parse::<f64>().unwrap() >= 5.0,
+            "TTFT includes the sim's 5 ms"
+        );
+        assert!(!r[col("p99_e2el_ms")].is_empty());
+    }
+    let custom = of("script_perf_custom-pattern");
+    assert_eq!(custom.len(), 2);
+    assert_eq!(&custom[1][col("concurrency")], "9");
+    assert_eq!(
+        &custom[1][col("extra_metrics")],
+        "{\"CUSTOM_LATENCY\":7.25}"
+    );
+    let failed = of("script_perf_no-metrics-printed");
+    assert_eq!(failed.len(), 1, "a failed trial still leaves its row");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 5);
+}

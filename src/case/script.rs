@@ -29,6 +29,20 @@ pub struct ScriptSpec {
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
     pub steps: Vec<Step>,
+    /// Metrics to read from a step's log once the job completed (missing ones fail the trial).
+    #[serde(default)]
+    pub metrics: Option<ScriptMetrics>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ScriptMetrics {
+    /// The step whose log holds the benchmark output.
+    pub step: String,
+    /// Default: the summary lines of vLLM/TRT-LLM/servetest benchmarks (see check::logparse).
+    #[serde(default)]
+    pub extractor_pattern: Option<String>,
+    #[serde(default)]
+    pub metric_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -84,6 +98,7 @@ fn known_fields(path: &str) -> Option<&'static [&'static str]> {
         "" => fields::<ScriptSpec>(),
         "metadata" => fields::<ScriptMetadata>(),
         "slurm" => fields::<ScriptSlurm>(),
+        "metrics" => fields::<ScriptMetrics>(),
         p if p.starts_with("steps.") && p[6..].parse::<usize>().is_ok() => fields::<Step>(),
         _ => return None,
     })
@@ -133,6 +148,18 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
                 .with_value(&step.name),
             );
         }
+    }
+    if let Some(m) = &spec.metrics {
+        if !spec.steps.iter().any(|s| s.name == m.step) {
+            violations.push(
+                Violation::error("metrics.step", "names no step of this case").with_value(&m.step),
+            );
+        }
+        violations.extend(super::validate::check_metrics_pattern(
+            "metrics",
+            m.extractor_pattern.as_deref(),
+            m.metric_names.as_deref(),
+        ));
     }
     for name in spec.environment.keys() {
         if !NAME_RE.is_match(name) {

@@ -375,43 +375,54 @@ fn metrics_patterns(spec: &DisaggSpec, out: &mut Vec<Violation>) {
         ("metadata.metrics", &spec.metadata.metrics),
         ("benchmark.metrics", &spec.benchmark.metrics),
     ] {
-        let Some(m) = metrics else { continue };
-        let Some(pattern) = &m.extractor_pattern else {
-            continue;
-        };
-        let key = format!("{base}.extractor_pattern");
-        match Regex::new(pattern) {
-            Err(e) => out.push(
+        if let Some(m) = metrics {
+            out.extend(check_metrics_pattern(
+                base,
+                m.extractor_pattern.as_deref(),
+                m.metric_names.as_deref(),
+            ));
+        }
+    }
+}
+
+/// The pattern rules shared by every family that lets a case bring its own metric pattern.
+pub fn check_metrics_pattern(
+    base: &str,
+    pattern: Option<&str>,
+    names: Option<&[String]>,
+) -> Option<Violation> {
+    let pattern = pattern?;
+    let key = format!("{base}.extractor_pattern");
+    let re = match crate::check::logparse::compile_custom(pattern) {
+        Err(e) => {
+            return Some(
                 Violation::error(
                     key,
                     format!("does not compile: {}", one_line(&e.to_string())),
                 )
                 .with_value(pattern),
-            ),
-            Ok(re) => {
-                let groups = re.captures_len() - 1;
-                let names = m.metric_names.as_ref().map_or(0, Vec::len);
-                if m.metric_names.is_none() {
-                    out.push(Violation::error(
-                        format!("{base}.metric_names"),
-                        "is required with a custom extractor_pattern (one name per capture group)",
-                    ));
-                } else if groups != names && groups != names + 1 {
-                    out.push(
-                        Violation::error(
-                            key,
-                            format!(
-                                "has {groups} capture groups but metric_names has {names} names \
-                                 (expected {names}, or {} with a trailing concurrency capture)",
-                                names + 1
-                            ),
-                        )
-                        .with_value(pattern),
-                    );
-                }
-            }
+            )
         }
-    }
+        Ok(re) => re,
+    };
+    let Some(names) = names else {
+        return Some(Violation::error(
+            format!("{base}.metric_names"),
+            "is required with a custom extractor_pattern (one name per capture group)",
+        ));
+    };
+    let (groups, n) = (re.captures_len() - 1, names.len());
+    (groups != n && groups != n + 1).then(|| {
+        Violation::error(
+            key,
+            format!(
+                "has {groups} capture groups but metric_names has {n} names \
+                 (expected {n}, or {} with a trailing concurrency capture)",
+                n + 1
+            ),
+        )
+        .with_value(pattern)
+    })
 }
 
 fn one_line(s: &str) -> String {

@@ -328,6 +328,26 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
             argv: shell_words::join(&s.argv),
         })
         .collect();
+    // Steps can call servetest's own tools and find files next to their case.
+    let mut env = env;
+    env.insert(
+        0,
+        (
+            "SERVETEST".to_owned(),
+            abs(input.servetest).display().to_string(),
+        ),
+    );
+    let case_dir = case_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    env.insert(
+        1,
+        (
+            "SERVETEST_CASE_DIR".to_owned(),
+            case_dir.display().to_string(),
+        ),
+    );
     let exports: Vec<String> = env
         .iter()
         .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))

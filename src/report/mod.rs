@@ -1,0 +1,3 @@
+//! Results that last: the per-run CSV (one row per case and concurrency), per-run JSON, JUnit XML.
+
+pub mod results;
