@@ -16,6 +16,7 @@ use crate::case::Case;
 use crate::env;
 use crate::plan::batch::BatchManager;
 use crate::plan::profile::ClusterProfile;
+use crate::report::junit::{JunitCollector, Outcome, TrialRecord};
 use crate::run::{RunContext, RunOptions};
 
 #[derive(Parser, Debug)]
@@ -38,6 +39,9 @@ struct HarnessArgs {
     /// Cluster profile to apply when rendering jobs (also $SERVETEST_CLUSTER).
     #[arg(long, value_name = "FILE")]
     cluster: Option<PathBuf>,
+    /// Write JUnit XML here (default when executing: $OUTPUT_PATH/junit.xml).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 const EXECUTE: bool = cfg!(feature = "perf");
@@ -107,6 +111,12 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
     if let Some(ctx) = &context {
         install_signal_handler(ctx.clone());
     }
+    let junit_path = args.junit.clone().or_else(|| {
+        context
+            .as_ref()
+            .map(|_| env::output_path().join("junit.xml"))
+    });
+    let junit = Arc::new(JunitCollector::default());
     for case in chosen {
         if !listing {
             for v in case.violations.iter().filter(|v| !v.is_error()) {
@@ -123,13 +133,51 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         let kind = case.kind().to_owned();
         let is_ignored = ignored.is_some();
         let ctx = context.clone();
+        let classname = format!("{}.{}", case.family.name, case.category);
+        let trial = Trial::test(name.clone(), || Ok(()))
+            .with_kind(kind.clone())
+            .with_ignored_flag(is_ignored);
+        let runs = !listing && !args.libtest.is_filtered_out(&trial);
+        if runs && args.libtest.is_ignored(&trial) {
+            // libtest will not call the runner: the report still says why it was skipped.
+            junit.record(TrialRecord {
+                name: name.clone(),
+                classname: classname.clone(),
+                outcome: Outcome::Skipped(ignored.clone().unwrap_or_default()),
+                time: Default::default(),
+            });
+        }
+        let junit = junit.clone();
         trials.push(
-            Trial::ignorable_test(name, move || run_case(&case, ignored, ctx.as_deref()))
-                .with_kind(kind)
-                .with_ignored_flag(is_ignored),
+            Trial::ignorable_test(name.clone(), move || {
+                let started = std::time::Instant::now();
+                let result = run_case(&case, ignored, ctx.as_deref());
+                let outcome = match &result {
+                    Ok(Completion::Completed) => Outcome::Passed,
+                    Ok(Completion::Ignored { reason }) => {
+                        Outcome::Skipped(reason.clone().unwrap_or_default())
+                    }
+                    Err(f) => Outcome::Failed(f.message().unwrap_or("failed").to_owned()),
+                };
+                junit.record(TrialRecord {
+                    name,
+                    classname,
+                    outcome,
+                    time: started.elapsed(),
+                });
+                result
+            })
+            .with_kind(kind)
+            .with_ignored_flag(is_ignored),
         );
     }
     let conclusion = libtest_mimic::run(&args.libtest, trials);
+    if let (Some(path), false) = (&junit_path, listing) {
+        match junit.write(path, "cases") {
+            Ok(()) => eprintln!("servetest: JUnit report {}", path.display()),
+            Err(e) => eprintln!("servetest: failed to write {}: {e}", path.display()),
+        }
+    }
     if let Some(ctx) = &context {
         let left = ctx.cancel_all();
         if left > 0 {

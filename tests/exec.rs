@@ -437,4 +437,10 @@ fn metrics_from_step_logs_land_in_the_results_csv() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 5);
+    let junit = std::fs::read_to_string(out.path().join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("tests=\"3\"") && junit.contains("failures=\"1\""),
+        "{junit}"
+    );
+    assert!(junit.contains("found no metric in"), "{junit}");
 }

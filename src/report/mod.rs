@@ -1,3 +1,4 @@
 //! Results that last: the per-run CSV (one row per case and concurrency), per-run JSON, JUnit XML.
 
+pub mod junit;
 pub mod results;
