@@ -44,6 +44,15 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The tracker.json the run wrote for `case`.
+fn tracker(out: &Path, case: &str) -> serde_json::Value {
+    let path = out.join(case).join("tracker.json");
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
 fn squeue_names() -> String {
     let o = Command::new("squeue")
         .args(["-h", "-o", "%j %T"])
@@ -72,10 +81,9 @@ fn batch_sizes_submit_lazily_and_poll_with_one_squeue() {
         // Outputs: script, tracker with final state, the SLURM output file.
         let dir = out.path().join("script_perf_short-1");
         assert!(dir.join("job.sbatch").exists());
-        let tracker: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("tracker.json")).unwrap()).unwrap();
-        assert_eq!(tracker["state"], "COMPLETED");
-        assert_eq!(tracker["executor"], "slurm");
+        let tr = tracker(out.path(), "script_perf_short-1");
+        assert_eq!(tr["state"], "COMPLETED");
+        assert_eq!(tr["executor"], "slurm");
         assert!(std::fs::read_to_string(dir.join("overrides.txt"))
             .unwrap()
             .contains("dropped --gres=gpu:4"));
@@ -172,11 +180,8 @@ fn failed_timed_out_and_cancelled_jobs_fail_their_trials_with_state_and_log_tail
             .contains("ended CANCELLED"),
         "{cancelled}"
     );
-    let tracker: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("script_perf_c-time-limit/tracker.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(tracker["state"], "TIMEOUT");
+    let tr = tracker(out.path(), "script_perf_c-time-limit");
+    assert_eq!(tr["state"], "TIMEOUT");
 }
 
 #[test]
@@ -192,11 +197,8 @@ fn debug_mode_evaluates_an_existing_job_without_submitting() {
     .output()
     .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let tracker: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("script_perf_short-2/tracker.json")).unwrap(),
-    )
-    .unwrap();
-    let id = tracker["job_id"].as_str().unwrap().to_owned();
+    let tr = tracker(out.path(), "script_perf_short-2");
+    let id = tr["job_id"].as_str().unwrap().to_owned();
     let o = harness(
         "slurm",
         "pass",
@@ -240,12 +242,9 @@ fn local_executor_runs_the_same_cases() {
         t.contains("Executor: local") && t.contains("6 passed; 0 failed"),
         "{t}"
     );
-    let tracker: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("script_perf_short-3/tracker.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(tracker["state"], "COMPLETED");
-    assert_eq!(tracker["executor"], "local");
+    let tr = tracker(out.path(), "script_perf_short-3");
+    assert_eq!(tr["state"], "COMPLETED");
+    assert_eq!(tr["executor"], "local");
     let o = harness(
         "local",
         "fail",
