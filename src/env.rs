@@ -113,3 +113,16 @@ pub fn debug_job() -> Result<Option<String>, String> {
 pub fn work_dir() -> Option<PathBuf> {
     non_empty(WORK_DIR).map(PathBuf::from)
 }
+
+/// An earlier run's results.json or CSV to gate metrics against; `--baseline` wins.
+pub const BASELINE: &str = "SERVETEST_BASELINE";
+/// The gate's policy file; `--baseline-policy` wins.
+pub const BASELINE_POLICY: &str = "SERVETEST_BASELINE_POLICY";
+
+pub fn baseline() -> Option<PathBuf> {
+    non_empty(BASELINE).map(PathBuf::from)
+}
+
+pub fn baseline_policy() -> Option<PathBuf> {
+    non_empty(BASELINE_POLICY).map(PathBuf::from)
+}

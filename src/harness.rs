@@ -16,8 +16,9 @@ use crate::case::Case;
 use crate::env;
 use crate::plan::batch::BatchManager;
 use crate::plan::profile::ClusterProfile;
+use crate::report::baseline::Policy;
 use crate::report::junit::{JunitCollector, Outcome, TrialRecord};
-use crate::run::{RunContext, RunOptions};
+use crate::run::{Baseline, RunContext, RunOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "cases", about = "servetest cases (libtest-compatible)")]
@@ -39,6 +40,13 @@ struct HarnessArgs {
     /// Cluster profile to apply when rendering jobs (also $SERVETEST_CLUSTER).
     #[arg(long, value_name = "FILE")]
     cluster: Option<PathBuf>,
+    /// Gate metrics against an earlier run's results.json or CSV (also $SERVETEST_BASELINE).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Which metrics the gate checks, with direction and tolerance (default: latencies and
+    /// throughputs at 10%; also $SERVETEST_BASELINE_POLICY).
+    #[arg(long, value_name = "FILE")]
+    baseline_policy: Option<PathBuf>,
     /// Write JUnit XML here (default when executing: $OUTPUT_PATH/junit.xml).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -100,10 +108,12 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         .cloned()
         .collect();
     let context = if EXECUTE && !listing && !runnable.is_empty() {
+        let baseline = load_baseline(args.baseline.clone(), args.baseline_policy.clone())?;
         Some(Arc::new(execution_context(
             &runnable,
             args.disagg_batch_size,
             args.cluster,
+            baseline,
         )?))
     } else {
         None
@@ -190,10 +200,26 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
     Ok(conclusion.exit_code())
 }
 
+fn load_baseline(
+    cli: Option<PathBuf>,
+    cli_policy: Option<PathBuf>,
+) -> Result<Option<Baseline>, String> {
+    let Some(path) = cli.or_else(env::baseline) else {
+        return Ok(None);
+    };
+    let policy = match cli_policy.or_else(env::baseline_policy) {
+        Some(p) => Policy::load(&p)?,
+        None => Policy::default(),
+    };
+    let rows = crate::report::baseline::load_rows(&path)?;
+    Ok(Some(Baseline { path, rows, policy }))
+}
+
 fn execution_context(
     runnable: &[Arc<Case>],
     cli_batch: Option<usize>,
     cli_cluster: Option<PathBuf>,
+    baseline: Option<Baseline>,
 ) -> Result<RunContext, String> {
     let profile = match cli_cluster.or_else(env::cluster) {
         Some(path) => Some(ClusterProfile::load(&path).map_err(|e| e.to_string())?),
@@ -213,6 +239,7 @@ fn execution_context(
             out_root: env::output_path(),
             work_dir: env::work_dir(),
             servetest,
+            baseline,
         },
     )
 }

@@ -61,12 +61,31 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// An OpenAI-compatible simulator with a latency model (for testing clients).
     SimServer(bench_cmd::SimArgs),
+    /// Reports over results: `compare A B` prints metric, baseline, now, change, limit per case and
+    /// concurrency (A = baseline), exit 1 on a regression.
+    Report {
+        #[command(subcommand)]
+        what: ReportCommand,
+    },
     /// List discovered cases: name, family, category, model, GPUs, and why a case is ignored.
     List {
         /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
         paths: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    Compare {
+        /// Baseline run: results.json or perf_script_test_results.csv.
+        baseline: PathBuf,
+        /// Current run, same formats.
+        current: PathBuf,
+        /// Gate policy (default: latencies and throughputs at 10%).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -140,6 +159,33 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Report {
+            what:
+                ReportCommand::Compare {
+                    baseline,
+                    current,
+                    policy,
+                },
+        } => {
+            use servetest::report::baseline::{compare, load_rows, table, Policy};
+            let run = || -> Result<bool, String> {
+                let policy = match policy {
+                    Some(p) => Policy::load(&p)?,
+                    None => Policy::default(),
+                };
+                let comparisons = compare(&load_rows(&baseline)?, &load_rows(&current)?, &policy);
+                print!("{}", table(&comparisons));
+                Ok(comparisons.iter().any(|c| c.regressed))
+            };
+            match run() {
+                Ok(false) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::List { paths, json } => {
             let discovery = discover(&default_paths(paths));
             let gpu = env::gpu_type();

@@ -18,6 +18,7 @@ use crate::exec::Executor;
 use crate::plan::batch::{BatchManager, Submitted};
 use crate::plan::profile::ClusterProfile;
 use crate::plan::render::{self, JobPlan, RenderInput};
+use crate::report::baseline::{self, Policy};
 use crate::report::results::{ResultsWriter, Row};
 
 /// Log lines shown in a failed trial, per file.
@@ -33,6 +34,14 @@ pub struct RunOptions {
     pub work_dir: Option<PathBuf>,
     /// The servetest binary that role steps call.
     pub servetest: PathBuf,
+    /// Rows of an earlier run and the policy to gate this run's metrics against them.
+    pub baseline: Option<Baseline>,
+}
+
+pub struct Baseline {
+    pub path: PathBuf,
+    pub rows: Vec<Row>,
+    pub policy: Policy,
 }
 
 pub struct RunContext {
@@ -272,8 +281,38 @@ impl RunContext {
         };
         // Every executed trial leaves rows in the results, passed or not.
         let blocks = verdict.clone().unwrap_or_default();
-        self.record_rows(case, &record, blocks)?;
-        verdict.map(|_| ())
+        let rows = self.record_rows(case, &record, blocks)?;
+        verdict?;
+        self.gate(case, &rows)
+    }
+
+    /// The regression gate: this case's metrics against the baseline run's, per concurrency.
+    fn gate(&self, case: &Case, rows: &[Row]) -> Result<(), String> {
+        let Some(b) = &self.opts.baseline else {
+            return Ok(());
+        };
+        let comparisons = baseline::compare(&b.rows, rows, &b.policy);
+        if comparisons.is_empty() {
+            self.progress.line(&format!(
+                "  {}: no baseline values in {} to compare with",
+                case.name,
+                b.path.display()
+            ));
+            return Ok(());
+        }
+        let table = baseline::table(&comparisons);
+        let regressed = comparisons.iter().filter(|c| c.regressed).count();
+        if regressed == 0 {
+            self.progress
+                .line(&format!("  {}: within the baseline\n{table}", case.name));
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: {regressed} metric(s) regressed beyond tolerance against {}:\n{table}",
+                case.name,
+                b.path.display()
+            ))
+        }
     }
 
     /// The metrics a case asks for, from its step's log; none found fails the trial.
@@ -330,7 +369,12 @@ impl RunContext {
         Ok(blocks)
     }
 
-    fn record_rows(&self, case: &Case, r: &JobRecord, blocks: Vec<Block>) -> Result<(), String> {
+    fn record_rows(
+        &self,
+        case: &Case,
+        r: &JobRecord,
+        blocks: Vec<Block>,
+    ) -> Result<Vec<Row>, String> {
         let blocks = if blocks.is_empty() {
             vec![Block::default()]
         } else {
@@ -359,7 +403,8 @@ impl RunContext {
                 case.name,
                 self.results.csv_path().display()
             )
-        })
+        })?;
+        Ok(rows)
     }
 
     fn case_dir(&self, case: &Case) -> PathBuf {

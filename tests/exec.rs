@@ -443,3 +443,69 @@ fn metrics_from_step_logs_land_in_the_results_csv() {
     );
     assert!(junit.contains("found no metric in"), "{junit}");
 }
+
+#[test]
+fn a_slowed_case_fails_the_regression_gate_with_the_table() {
+    let (base, now) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let only = ["--exact", "script_perf_bench-sweep"];
+    let o = harness("local", "metrics", base.path(), &only, &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let baseline = base.path().join("results.json");
+    // Same case, same baseline: within tolerance.
+    let mut args = only.to_vec();
+    let b = baseline.to_str().unwrap();
+    let policy = root().join("tests/fixtures/baseline-policy.yaml");
+    args.extend([
+        "--baseline",
+        b,
+        "--baseline-policy",
+        policy.to_str().unwrap(),
+    ]);
+    let o = harness("local", "metrics", now.path(), &args, &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // Deliberately slowed: the simulator's TTFT goes from 5 ms to 60 ms.
+    let slowed = tempfile::tempdir().unwrap();
+    let o = harness(
+        "local",
+        "metrics",
+        slowed.path(),
+        &args,
+        &[("SIM_TTFT_MS", "60")],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(t.contains("regressed beyond tolerance against"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.contains("median_ttft_ms") && l.ends_with("REGRESSED")),
+        "{t}"
+    );
+    assert!(
+        t.contains("baseline") && t.contains("change") && t.contains("limit"),
+        "{t}"
+    );
+    // The same table offline, from the two runs' files.
+    let report = |a: &Path, b: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args(["report", "compare", "--policy"])
+            .arg(&policy)
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap()
+    };
+    let o = report(
+        &baseline,
+        &slowed.path().join("perf_script_test_results.csv"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("REGRESSED"));
+    let o = report(&baseline, &baseline);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -33,7 +33,7 @@ pub const LEAD_COLUMNS: &[&str] = &[
     "end",
 ];
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Row {
     pub test_name: String,
     pub family: String,
