@@ -126,3 +126,10 @@ pub fn baseline() -> Option<PathBuf> {
 pub fn baseline_policy() -> Option<PathBuf> {
     non_empty(BASELINE_POLICY).map(PathBuf::from)
 }
+
+/// `1`: continue the run in OUTPUT_PATH (`--resume`).
+pub const RESUME: &str = "SERVETEST_RESUME";
+
+pub fn resume() -> bool {
+    non_empty(RESUME).as_deref() == Some("1")
+}

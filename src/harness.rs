@@ -47,6 +47,10 @@ struct HarnessArgs {
     /// throughputs at 10%; also $SERVETEST_BASELINE_POLICY).
     #[arg(long, value_name = "FILE")]
     baseline_policy: Option<PathBuf>,
+    /// Continue the run in $OUTPUT_PATH: cases whose results are complete there are not run again
+    /// (also SERVETEST_RESUME=1).
+    #[arg(long)]
+    resume: bool,
     /// Write JUnit XML here (default when executing: $OUTPUT_PATH/junit.xml).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -109,11 +113,13 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         .collect();
     let context = if EXECUTE && !listing && !runnable.is_empty() {
         let baseline = load_baseline(args.baseline.clone(), args.baseline_policy.clone())?;
+        let resume = args.resume || env::resume();
         Some(Arc::new(execution_context(
             &runnable,
             args.disagg_batch_size,
             args.cluster,
             baseline,
+            resume,
         )?))
     } else {
         None
@@ -220,6 +226,7 @@ fn execution_context(
     cli_batch: Option<usize>,
     cli_cluster: Option<PathBuf>,
     baseline: Option<Baseline>,
+    resume: bool,
 ) -> Result<RunContext, String> {
     let profile = match cli_cluster.or_else(env::cluster) {
         Some(path) => Some(ClusterProfile::load(&path).map_err(|e| e.to_string())?),
@@ -240,6 +247,7 @@ fn execution_context(
             work_dir: env::work_dir(),
             servetest,
             baseline,
+            resume,
         },
     )
 }

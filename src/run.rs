@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub servetest: PathBuf,
     /// Rows of an earlier run and the policy to gate this run's metrics against them.
     pub baseline: Option<Baseline>,
+    /// Continue the run in `out_root`: cases whose results are complete there are not run again.
+    pub resume: bool,
 }
 
 pub struct Baseline {
@@ -52,6 +54,8 @@ pub struct RunContext {
     plans: Mutex<HashMap<String, JobPlan>>,
     cases: HashMap<String, Arc<Case>>,
     results: ResultsWriter,
+    /// `--resume`: cases already complete on disk, with their job id.
+    resumed: HashMap<String, String>,
 }
 
 /// Progress lines: to stderr and to `$OUTPUT_PATH/disagg_benchmark_{timestamp}.log`.
@@ -118,9 +122,30 @@ impl RunContext {
             log: Mutex::new(log),
             path,
         };
+        let results = if opts.resume {
+            ResultsWriter::resume(&opts.out_root)?
+        } else {
+            ResultsWriter::new(&opts.out_root)
+        };
+        // Complete = its tracker says COMPLETED and the results hold a row of that job.
+        let resumed: HashMap<String, String> = if opts.resume {
+            order
+                .iter()
+                .filter_map(|c| {
+                    let path = opts.out_root.join(&c.name).join("tracker.json");
+                    let t: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+                    let job = t["job_id"].as_str()?.to_owned();
+                    (t["state"] == "COMPLETED" && results.has_completed(&c.name, &job))
+                        .then(|| (c.name.clone(), job))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let names: Vec<String> = order
             .iter()
-            .filter(|c| executable(c).is_ok())
+            .filter(|c| executable(c).is_ok() && !resumed.contains_key(&c.name))
             .map(|c| c.name.clone())
             .collect();
         let batches = BatchManager::new(names, opts.batch_size);
@@ -133,9 +158,17 @@ impl RunContext {
             opts.executor.name(),
             opts.debug_job.as_ref().map(|j| format!(" (DEBUG_MODE: evaluating job {j}, submitting nothing)")).unwrap_or_default(),
         ));
-        let results = ResultsWriter::new(&opts.out_root);
+        if opts.resume {
+            progress.line(&format!(
+                "Resuming {}: {} case(s) already complete, {} to run",
+                opts.out_root.display(),
+                resumed.len(),
+                batches.case_count()
+            ));
+        }
         Ok(RunContext {
             results,
+            resumed,
             batches,
             run_id,
             progress,
@@ -215,6 +248,13 @@ impl RunContext {
     /// Runs (or, in debug mode, evaluates) one case's job and judges it.
     pub fn run_trial(&self, case: &Case) -> Result<(), String> {
         executable(case)?;
+        if let Some(job) = self.resumed.get(&case.name) {
+            self.progress.line(&format!(
+                "  {}: complete from job {job} (resumed; not run again)",
+                case.name
+            ));
+            return Ok(());
+        }
         let id = match &self.opts.debug_job {
             Some(id) => {
                 self.opts

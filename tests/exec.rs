@@ -509,3 +509,70 @@ fn a_slowed_case_fails_the_regression_gate_with_the_table() {
     let o = report(&baseline, &baseline);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+fn result_rows(out: &Path) -> Vec<(String, String)> {
+    let Ok(mut reader) = csv::Reader::from_path(out.join("perf_script_test_results.csv")) else {
+        return Vec::new();
+    };
+    let headers = reader.headers().unwrap().clone();
+    let col = |n: &str| headers.iter().position(|h| h == n).unwrap();
+    reader
+        .records()
+        .filter_map(Result::ok)
+        .map(|r| (r[col("test_name")].to_owned(), r[col("state")].to_owned()))
+        .collect()
+}
+
+#[test]
+fn sigkill_then_resume_matches_an_uninterrupted_run() {
+    let (killed, clean) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one_by_one = ["--disagg-batch-size", "1", "--test-threads", "1"];
+    let mut child = harness("local", "resume", killed.path(), &one_by_one, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while result_rows(killed.path()).is_empty() {
+        assert!(Instant::now() < deadline, "no case finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: no handler runs, nothing is flushed on the way out
+    child.wait().unwrap();
+    let before = result_rows(killed.path());
+    assert!(
+        !before.is_empty() && before.len() < 4,
+        "killed mid-way: {before:?}"
+    );
+
+    let mut args = one_by_one.to_vec();
+    args.push("--resume");
+    let o = harness("local", "resume", killed.path(), &args, &[])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("{} case(s) already complete", before.len())),
+        "{t}"
+    );
+    assert!(t.contains("(resumed; not run again)"), "{t}");
+
+    let o = harness("local", "resume", clean.path(), &one_by_one, &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut resumed = result_rows(killed.path());
+    let mut uninterrupted = result_rows(clean.path());
+    resumed.sort();
+    uninterrupted.sort();
+    assert_eq!(resumed, uninterrupted, "nothing duplicated, nothing lost");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(killed.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        json["rows"].as_array().unwrap().len(),
+        4,
+        "results.json carries the earlier rows too"
+    );
+}

@@ -118,6 +118,25 @@ impl ResultsWriter {
         }
     }
 
+    /// For `--resume`: this run continues the one whose rows are already in the CSV.
+    pub fn resume(dir: &Path) -> Result<ResultsWriter, String> {
+        let w = ResultsWriter::new(dir);
+        if w.csv_path().exists() {
+            *w.rows.lock().unwrap_or_else(|p| p.into_inner()) =
+                super::baseline::load_rows(&w.csv_path())?;
+        }
+        Ok(w)
+    }
+
+    /// Whether the results already hold a COMPLETED row of `case` from job `job_id`.
+    pub fn has_completed(&self, case: &str, job_id: &str) -> bool {
+        self.rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|r| r.test_name == case && r.job_id == job_id && r.state == "COMPLETED")
+    }
+
     pub fn csv_path(&self) -> PathBuf {
         self.dir.join(CSV_NAME)
     }
