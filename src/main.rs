@@ -78,6 +78,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ReportCommand {
+    /// Write a run's results in the shape of TensorRT-LLM's perf_script_test_results.csv.
+    ExportUpstream {
+        /// results.json or perf_script_test_results.csv of a servetest run.
+        results: PathBuf,
+        /// Where to write the upstream-shaped CSV.
+        out: PathBuf,
+    },
     Compare {
         /// Baseline run: results.json or perf_script_test_results.csv.
         baseline: PathBuf,
@@ -180,6 +187,23 @@ fn main() -> ExitCode {
             match run() {
                 Ok(false) => ExitCode::SUCCESS,
                 Ok(true) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Report {
+            what: ReportCommand::ExportUpstream { results, out },
+        } => {
+            use servetest::report::{baseline::load_rows, upstream::export};
+            let run = || -> Result<(), String> {
+                let rows = load_rows(&results)?;
+                servetest::fsutil::write_atomic(&out, &export(&rows))
+                    .map_err(|e| format!("failed to write {}: {e}", out.display()))
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)

@@ -508,6 +508,24 @@ fn a_slowed_case_fails_the_regression_gate_with_the_table() {
     assert!(text(&o).contains("REGRESSED"));
     let o = report(&baseline, &baseline);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The same rows in upstream's CSV shape.
+    let upstream = slowed.path().join("upstream.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["report", "export-upstream"])
+        .arg(&baseline)
+        .arg(&upstream)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = std::fs::read_to_string(&upstream).unwrap();
+    assert!(
+        exported.starts_with("network_name,network_hash,sm_clk,mem_clk,gpu_idx,perf_case_name,")
+    );
+    assert!(
+        exported.contains("test_benchmark[script_perf_bench-sweep]_con:4"),
+        "{exported}"
+    );
+    assert!(exported.contains(",SCRIPT_SERVER_TTFT\n"), "{exported}");
 }
 
 fn result_rows(out: &Path) -> Vec<(String, String)> {

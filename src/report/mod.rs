@@ -3,3 +3,4 @@
 pub mod baseline;
 pub mod junit;
 pub mod results;
+pub mod upstream;
