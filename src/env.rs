@@ -14,16 +14,20 @@ fn non_empty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+fn path(name: &str) -> Option<PathBuf> {
+    non_empty(name).map(PathBuf::from)
+}
+
 pub fn gpu_type() -> String {
     non_empty(GPU_TYPE).unwrap_or_else(|| DEFAULT_GPU_TYPE.to_owned())
 }
 
 pub fn test_list() -> Option<PathBuf> {
-    non_empty(TEST_LIST).map(PathBuf::from)
+    path(TEST_LIST)
 }
 
 pub fn config_dir() -> Option<PathBuf> {
-    non_empty(CONFIG_DIR).map(PathBuf::from)
+    path(CONFIG_DIR)
 }
 
 /// Python interpreter of the engine virtualenv (default: .venv/engine/bin/python when present).
@@ -32,7 +36,7 @@ pub const ENGINE_PYTHON: &str = "SERVETEST_ENGINE_PYTHON";
 pub const OUTPUT_PATH: &str = "OUTPUT_PATH";
 
 pub fn engine_python() -> Option<PathBuf> {
-    non_empty(ENGINE_PYTHON).map(PathBuf::from)
+    path(ENGINE_PYTHON)
 }
 
 pub fn output_path() -> PathBuf {
@@ -43,7 +47,7 @@ pub fn output_path() -> PathBuf {
 pub const TEMPLATE_DIR: &str = "SERVETEST_TEMPLATE_DIR";
 
 pub fn template_dir() -> Option<PathBuf> {
-    non_empty(TEMPLATE_DIR).map(PathBuf::from)
+    path(TEMPLATE_DIR)
 }
 
 /// `slurm`, `local` or `auto` (default).
@@ -97,7 +101,7 @@ pub fn batch_size() -> Result<Option<usize>, String> {
 }
 
 pub fn cluster() -> Option<PathBuf> {
-    non_empty(CLUSTER).map(PathBuf::from)
+    path(CLUSTER)
 }
 
 /// `Ok(None)`: not in debug mode. `Err`: debug mode without a job id.
@@ -111,7 +115,7 @@ pub fn debug_job() -> Result<Option<String>, String> {
 }
 
 pub fn work_dir() -> Option<PathBuf> {
-    non_empty(WORK_DIR).map(PathBuf::from)
+    path(WORK_DIR)
 }
 
 /// An earlier run's results.json or CSV to gate metrics against; `--baseline` wins.
@@ -120,11 +124,11 @@ pub const BASELINE: &str = "SERVETEST_BASELINE";
 pub const BASELINE_POLICY: &str = "SERVETEST_BASELINE_POLICY";
 
 pub fn baseline() -> Option<PathBuf> {
-    non_empty(BASELINE).map(PathBuf::from)
+    path(BASELINE)
 }
 
 pub fn baseline_policy() -> Option<PathBuf> {
-    non_empty(BASELINE_POLICY).map(PathBuf::from)
+    path(BASELINE_POLICY)
 }
 
 /// `1`: continue the run in OUTPUT_PATH (`--resume`).

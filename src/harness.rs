@@ -106,7 +106,7 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         .iter()
         .filter(|c| c.is_valid() && c.gpu_ignore_reason(&gpu_type).is_none())
         .filter(|c| {
-            let probe = Trial::test(c.name.clone(), || Ok(())).with_kind(c.kind().to_owned());
+            let probe = probe(c, false);
             !args.libtest.is_filtered_out(&probe) && !args.libtest.is_ignored(&probe)
         })
         .cloned()
@@ -150,9 +150,7 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         let is_ignored = ignored.is_some();
         let ctx = context.clone();
         let classname = format!("{}.{}", case.family.name, case.category);
-        let trial = Trial::test(name.clone(), || Ok(()))
-            .with_kind(kind.clone())
-            .with_ignored_flag(is_ignored);
+        let trial = probe(&case, is_ignored);
         let runs = !listing && !args.libtest.is_filtered_out(&trial);
         if runs && args.libtest.is_ignored(&trial) {
             // libtest will not call the runner: the report still says why it was skipped.
@@ -204,6 +202,13 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         ctx.progress().line(&ctx.summary());
     }
     Ok(conclusion.exit_code())
+}
+
+/// A stand-in trial with `case`'s name and kind, to ask libtest's own filters about it.
+fn probe(case: &Case, ignored: bool) -> Trial {
+    Trial::test(case.name.clone(), || Ok(()))
+        .with_kind(case.kind().to_owned())
+        .with_ignored_flag(ignored)
 }
 
 fn load_baseline(

@@ -22,8 +22,14 @@ pub struct LocalExecutor {
     table: Arc<JobTable>,
     runtime: tokio::runtime::Runtime,
     next_id: AtomicU64,
-    cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
-    done: Mutex<HashMap<String, tokio::sync::oneshot::Receiver<()>>>,
+    /// Jobs that can still be cancelled.
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// How to stop a submitted job, and how to know it has stopped.
+struct Running {
+    cancel: watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl LocalExecutor {
@@ -38,8 +44,7 @@ impl LocalExecutor {
             table: Arc::new(JobTable::default()),
             runtime,
             next_id: AtomicU64::new(1),
-            cancels: Mutex::new(HashMap::new()),
-            done: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -166,8 +171,13 @@ impl Executor for LocalExecutor {
         self.table.insert(JobRecord::pending(&id, &plan.case));
         let (tx, rx) = watch::channel(false);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        self.cancels.lock().unwrap().insert(id.clone(), tx);
-        self.done.lock().unwrap().insert(id.clone(), done_rx);
+        self.running.lock().unwrap().insert(
+            id.clone(),
+            Running {
+                cancel: tx,
+                done: done_rx,
+            },
+        );
         let table = self.table.clone();
         let plan = plan.clone();
         let job_id = id.clone();
@@ -190,11 +200,9 @@ impl Executor for LocalExecutor {
     fn cancel(&self, ids: &[String]) {
         let mut waits = Vec::new();
         for id in ids {
-            if let Some(tx) = self.cancels.lock().unwrap().get(id) {
-                let _ = tx.send(true);
-            }
-            if let Some(rx) = self.done.lock().unwrap().remove(id) {
-                waits.push(rx);
+            if let Some(job) = self.running.lock().unwrap().remove(id) {
+                let _ = job.cancel.send(true);
+                waits.push(job.done);
             }
         }
         self.runtime.block_on(async {
