@@ -137,3 +137,39 @@ pub const RESUME: &str = "SERVETEST_RESUME";
 pub fn resume() -> bool {
     non_empty(RESUME).as_deref() == Some("1")
 }
+
+/// `trtllm-serve` for TensorRT-LLM cases (default: from PATH).
+pub const TRTLLM_SERVE: &str = "SERVETEST_TRTLLM_SERVE";
+/// `vllm-router` for vLLM cases (default: .venv/router/bin/vllm-router when present, else PATH).
+pub const VLLM_ROUTER: &str = "SERVETEST_VLLM_ROUTER";
+/// Set by job scripts: the directory servetest was started from (relative model paths resolve here).
+pub const PROJECT_ROOT: &str = "SERVETEST_PROJECT_ROOT";
+/// Address roles bind and advertise: an IP, or `hostname` for the node's name (default 127.0.0.1).
+pub const SERVE_HOST: &str = "SERVETEST_SERVE_HOST";
+/// Which role a job step plays: `CTX_i`, `GEN_i`, `DISAGG_SERVER` or `BENCHMARK` (upstream's name).
+pub const SERVING_TYPE: &str = "DISAGG_SERVING_TYPE";
+
+pub fn trtllm_serve() -> Option<PathBuf> {
+    path(TRTLLM_SERVE)
+}
+
+pub fn vllm_router() -> Option<PathBuf> {
+    path(VLLM_ROUTER)
+}
+
+pub fn project_root() -> Option<PathBuf> {
+    path(PROJECT_ROOT)
+}
+
+pub fn serve_host() -> Option<String> {
+    non_empty(SERVE_HOST)
+}
+
+pub fn serving_type() -> Option<String> {
+    non_empty(SERVING_TYPE)
+}
+
+/// The id of the job a step runs in: SLURM's, or the local executor's.
+pub fn job_id() -> Option<String> {
+    non_empty("SLURM_JOB_ID").or_else(|| non_empty("SERVETEST_JOB_ID"))
+}

@@ -58,7 +58,13 @@ struct HarnessArgs {
 
 const EXECUTE: bool = cfg!(feature = "perf");
 
-pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+/// The servetest binary job steps call (`servetest role`, `servetest bench`).
+static SERVETEST_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// `servetest`: the binary job steps run. The `cases` test target passes cargo's build of it; the
+/// `servetest test` subcommand passes itself.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>, servetest: PathBuf) -> ExitCode {
+    let _ = SERVETEST_BIN.set(servetest);
     let args = HarnessArgs::parse_from(args);
     match run(args) {
         Ok(code) => code,
@@ -239,7 +245,10 @@ fn execution_context(
     };
     let poll = env::poll_interval()?;
     let executor = crate::exec::from_env(poll)?;
-    let servetest = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("servetest"));
+    let servetest = SERVETEST_BIN
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("servetest"));
     RunContext::new(
         runnable,
         RunOptions {

@@ -10,5 +10,6 @@ pub mod harness;
 pub mod plan;
 pub mod report;
 pub mod report_cases;
+pub mod role;
 pub mod run;
 pub mod serve;

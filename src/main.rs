@@ -57,6 +57,18 @@ enum Command {
         #[arg(long)]
         cluster: Option<PathBuf>,
     },
+    /// One role of a disaggregated job (what each job step runs): CTX_<n>, GEN_<n>, DISAGG_SERVER or
+    /// BENCHMARK, from --role or $DISAGG_SERVING_TYPE.
+    Role {
+        /// The case file.
+        #[arg(long)]
+        case: PathBuf,
+        /// The case's output directory (the job's files go to `job-<id>/` under it).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        role: Option<String>,
+    },
     /// Benchmark an OpenAI-compatible server (vLLM's metrics and output format).
     Bench(bench_cmd::BenchArgs),
     /// An OpenAI-compatible simulator with a latency model (for testing clients).
@@ -139,7 +151,10 @@ fn main() -> ExitCode {
         },
         Command::Test { args } => {
             let argv = std::iter::once(std::ffi::OsString::from("servetest test")).chain(args);
-            servetest::harness::main_with_args(argv)
+            servetest::harness::main_with_args(
+                argv,
+                std::env::current_exe().unwrap_or_else(|_| "servetest".into()),
+            )
         }
         Command::Render { case, cluster } => match render_case(&case, cluster) {
             Ok(script) => {
@@ -151,6 +166,12 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Role { case, out, role } => {
+            match servetest::role::main(&case, &out, role.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
         Command::Bench(args) => match bench_cmd::run(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),

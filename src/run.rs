@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::case::schema::DisaggSpec;
 use crate::case::{Case, CaseSpec};
+use crate::role::rendezvous::{Rendezvous, Status};
 use crate::check::logparse::{self, Block};
 use crate::exec::job::{JobRecord, JobState};
 use crate::exec::process::log_tail;
@@ -77,11 +79,7 @@ impl Progress {
 pub fn executable(case: &Case) -> Result<(), String> {
     match &case.spec {
         Some(CaseSpec::Script(_)) => Ok(()),
-        Some(CaseSpec::Disagg(_)) => Err(format!(
-            "{}: executing disagg/wideep cases needs the serving roles (CTX/GEN/router/benchmark), which \
-             are not built yet; the case is valid and its job script renders (servetest render)",
-            case.name
-        )),
+        Some(CaseSpec::Disagg(_)) => Ok(()),
         None => Err(format!("{}: the case did not load", case.name)),
     }
 }
@@ -308,16 +306,22 @@ impl RunContext {
             record.state,
             record.exit_code.as_deref().unwrap_or("?")
         ));
-        let verdict = if record.state == JobState::Completed {
-            self.collect_metrics(case)
-        } else {
-            Err(format!(
+        let verdict = match (record.state == JobState::Completed, self.role_status(case, &id)) {
+            (true, None | Some(Status::Done)) => self.collect_metrics(case, &id),
+            (_, Some(Status::Failed(reason))) => Err(format!(
+                "{}: job {id} ended {} (exit code {}); the benchmark failed: {reason}{}",
+                case.name,
+                record.state,
+                record.exit_code.as_deref().unwrap_or("unknown"),
+                self.tails(case, &id)
+            )),
+            (false, _) => Err(format!(
                 "{}: job {id} ended {} (exit code {}){}",
                 case.name,
                 record.state,
                 record.exit_code.as_deref().unwrap_or("unknown"),
                 self.tails(case, &id)
-            ))
+            )),
         };
         // Every executed trial leaves rows in the results, passed or not.
         let blocks = verdict.clone().unwrap_or_default();
@@ -355,10 +359,76 @@ impl RunContext {
         }
     }
 
+    /// A disagg job's benchmark status (`None` for other families, or when BENCHMARK never wrote it).
+    fn role_status(&self, case: &Case, id: &str) -> Option<Status> {
+        match &case.spec {
+            Some(CaseSpec::Disagg(_)) => Rendezvous::for_job(&self.case_dir(case), id).status(),
+            _ => None,
+        }
+    }
+
+    /// A disagg case's metrics: one block per benchmarked concurrency, from the benchmark client's
+    /// log, with the case's own pattern (`benchmark.metrics`/`metadata.metrics`) or the default table.
+    fn disagg_metrics(&self, case: &Case, spec: &DisaggSpec, id: &str) -> Result<Vec<Block>, String> {
+        let rdv = Rendezvous::for_job(&self.case_dir(case), id);
+        if rdv.status().is_none() {
+            return Err(format!(
+                "{}: job {id} completed but BENCHMARK wrote no status to {}{}",
+                case.name,
+                rdv.dir().join(crate::role::rendezvous::STATUS_FILE).display(),
+                self.tails(case, id)
+            ));
+        }
+        let custom = spec
+            .benchmark
+            .metrics
+            .as_ref()
+            .or(spec.metadata.metrics.as_ref());
+        let log = match custom.and_then(|m| m.log_file.as_deref()) {
+            Some(f) => rdv.dir().join(f),
+            None => rdv.dir().join(crate::role::CLIENT_LOG),
+        };
+        let text = std::fs::read_to_string(&log)
+            .map_err(|e| format!("{}: failed to read {}: {e}", case.name, log.display()))?;
+        let (blocks, what) = match custom.and_then(|m| Some((m.extractor_pattern.as_ref()?, m.metric_names.as_ref()?))) {
+            Some((pattern, names)) => {
+                let re = logparse::compile_custom(pattern).map_err(|e| e.to_string())?;
+                (logparse::parse_custom(&text, &re, names), format!("pattern {pattern:?}"))
+            }
+            None => (logparse::parse_default(&text), "the default summary-line table".to_owned()),
+        };
+        let levels = spec.benchmark.concurrency_list.levels();
+        let missing: Vec<String> = levels
+            .iter()
+            .filter(|l| !blocks.iter().any(|b| b.concurrency == Some(**l) && !b.metrics.is_empty()))
+            .map(u64::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{}: {what} found no metrics for concurrency {} in {}; last {TAIL} lines:\n{}",
+                case.name,
+                missing.join(", "),
+                log.display(),
+                log_tail(&log, TAIL)
+            ));
+        }
+        for b in &blocks {
+            self.progress.line(&format!(
+                "  {}: concurrency {}: {} metric(s)",
+                case.name,
+                b.concurrency.map_or("-".to_owned(), |c| c.to_string()),
+                b.metrics.len()
+            ));
+        }
+        Ok(blocks)
+    }
+
     /// The metrics a case asks for, from its step's log; none found fails the trial.
-    fn collect_metrics(&self, case: &Case) -> Result<Vec<Block>, String> {
-        let Some(CaseSpec::Script(spec)) = &case.spec else {
-            return Ok(Vec::new());
+    fn collect_metrics(&self, case: &Case, id: &str) -> Result<Vec<Block>, String> {
+        let spec = match &case.spec {
+            Some(CaseSpec::Script(spec)) => spec,
+            Some(CaseSpec::Disagg(spec)) => return self.disagg_metrics(case, spec, id),
+            None => return Ok(Vec::new()),
         };
         let Some(m) = &spec.metrics else {
             return Ok(Vec::new());

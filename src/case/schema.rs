@@ -135,6 +135,46 @@ pub struct Benchmark {
     pub dataset_file: Option<String>,
     #[serde(default)]
     pub metrics: Option<MetricsOverride>,
+    /// servetest: which load generator the BENCHMARK role runs.
+    #[serde(default)]
+    pub client: BenchmarkClient,
+    /// servetest: seconds every server and the router get to become healthy (default 1800).
+    #[serde(default)]
+    pub server_timeout: Option<u64>,
+    /// servetest: requests per concurrency level (default: concurrency × `multi_round`, at least 1).
+    #[serde(default)]
+    pub num_prompts: Option<u64>,
+}
+
+/// The BENCHMARK role's load generator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchmarkClient {
+    /// `servetest bench` (the native async client).
+    #[default]
+    Native,
+    /// The engine's own serving benchmark script (e.g. TensorRT-LLM's benchmark_serving).
+    Engine,
+}
+
+/// The serving engine a disagg case runs. Upstream files are TensorRT-LLM's, hence the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Trtllm,
+    Vllm,
+    Sglang,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Trtllm => "trtllm",
+            EngineKind::Vllm => "vllm",
+            EngineKind::Sglang => "sglang",
+        }
+    }
 }
 
 /// Upstream writes `"1 2 4 8"`, `'1024'` or a bare number; a YAML list is accepted too. Items that
@@ -206,6 +246,9 @@ pub struct Hardware {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Environment {
+    /// servetest: the serving engine (default `trtllm`, as in upstream files).
+    #[serde(default)]
+    pub engine: EngineKind,
     #[serde(default)]
     pub container_mount: Option<String>,
     #[serde(default)]
@@ -308,27 +351,27 @@ pub struct WorkerConfigs {
 /// is kept in `extra` and passed to the engine verbatim.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct WorkerConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensor_parallel_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_parallel_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_parallel_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe_expert_parallel_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_attention_dp: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_num_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seq_len: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_transceiver_config: Option<CacheTransceiverConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speculative_config: Option<SpeculativeConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe_config: Option<MoeConfig>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -374,7 +417,7 @@ impl WorkerConfig {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CacheTransceiverConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -382,9 +425,9 @@ pub struct CacheTransceiverConfig {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct SpeculativeConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_nextn_predict_layers: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_draft_len: Option<u64>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -392,7 +435,7 @@ pub struct SpeculativeConfig {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct MoeConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -400,7 +443,7 @@ pub struct MoeConfig {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct LoadBalancer {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_slots: Option<u64>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,

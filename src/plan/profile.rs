@@ -27,6 +27,10 @@ pub struct ClusterProfile {
     /// Scales the node count down to at most this.
     #[serde(default)]
     pub max_nodes: Option<u64>,
+    /// Address the serving roles bind and advertise: an IP, or `hostname` for the node's own name
+    /// (multi-node clusters). Default 127.0.0.1.
+    #[serde(default)]
+    pub serve_host: Option<String>,
 }
 
 fn yes() -> bool {

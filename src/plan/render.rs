@@ -20,6 +20,9 @@ pub struct PlannedStep {
     pub name: String,
     pub argv: Vec<String>,
     pub ntasks: u64,
+    /// The step's share of the allocation: nodes, and GPUs (0 = none requested).
+    pub nodes: u64,
+    pub gpus: u64,
     pub log: PathBuf,
 }
 
@@ -121,24 +124,33 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                 container_image: s.environment.container_image.clone(),
                 container_mounts: s.environment.container_mount.clone(),
             };
-            let mut roles: Vec<String> = Vec::new();
-            roles.extend((0..s.hardware.num_ctx_servers).map(|i| format!("CTX_{i}")));
-            roles.extend((0..s.hardware.num_gen_servers).map(|i| format!("GEN_{i}")));
-            roles.extend(["DISAGG_SERVER".to_owned(), "BENCHMARK".to_owned()]);
+            let roles = crate::role::Role::all(s);
             let steps: Vec<PlannedStep> = roles
                 .into_iter()
-                .map(|role| PlannedStep {
-                    log: dir.join(format!("{}.log", role.to_lowercase())),
-                    argv: vec![
-                        "env".into(),
-                        format!("DISAGG_SERVING_TYPE={role}"),
-                        input.servetest.display().to_string(),
-                        "role".into(),
-                        "--case".into(),
-                        case_path.display().to_string(),
-                    ],
-                    name: role,
-                    ntasks: 1,
+                .map(|role| {
+                    let gpus = match role {
+                        crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
+                        crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
+                        _ => 0,
+                    };
+                    let name = role.to_string();
+                    PlannedStep {
+                        log: dir.join(format!("{}.log", name.to_lowercase())),
+                        argv: vec![
+                            "env".into(),
+                            format!("DISAGG_SERVING_TYPE={name}"),
+                            input.servetest.display().to_string(),
+                            "role".into(),
+                            "--case".into(),
+                            case_path.display().to_string(),
+                            "--out".into(),
+                            dir.display().to_string(),
+                        ],
+                        name,
+                        ntasks: 1,
+                        nodes: gpus.div_ceil(per_node).max(1),
+                        gpus,
+                    }
                 })
                 .collect();
             (fields, env, steps)
@@ -166,6 +178,8 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                     name: st.name.clone(),
                     argv: st.command(),
                     ntasks: st.ntasks,
+                    nodes: 1,
+                    gpus: 0,
                     log: dir.join(format!("{}.log", st.name)),
                 })
                 .collect();
@@ -313,6 +327,8 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     #[derive(Serialize)]
     struct StepView {
         ntasks: u64,
+        /// ` --nodes=N` and, on GPU clusters, ` --gpus=G`.
+        share: String,
         name_q: String,
         log_q: String,
         container: String,
@@ -322,6 +338,15 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         .iter()
         .map(|s| StepView {
             ntasks: s.ntasks,
+            share: format!(
+                " --nodes={}{}",
+                s.nodes.min(nodes),
+                if gpus && s.gpus > 0 {
+                    format!(" --gpus={}", s.gpus)
+                } else {
+                    String::new()
+                }
+            ),
             name_q: shell_words::quote(&s.name).into_owned(),
             log_q: shell_words::quote(&s.log.display().to_string()).into_owned(),
             container: container.clone(),
@@ -337,6 +362,19 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
             abs(input.servetest).display().to_string(),
         ),
     );
+    // Relative paths in a case (environment.model_path) resolve against where servetest started.
+    if let Ok(cwd) = std::env::current_dir() {
+        env.insert(
+            1,
+            (
+                crate::env::PROJECT_ROOT.to_owned(),
+                cwd.display().to_string(),
+            ),
+        );
+    }
+    if let Some(host) = profile.and_then(|p| p.serve_host.as_ref()) {
+        env.push((crate::env::SERVE_HOST.to_owned(), host.clone()));
+    }
     let case_dir = case_path
         .parent()
         .map(Path::to_path_buf)

@@ -1,0 +1,367 @@
+//! The BENCHMARK role: waits for every server, drives the load for each concurrency, and ends the job
+//! by writing the status file. It watches the other roles the whole time, so a dead or hung server
+//! fails the trial within seconds, naming the role, instead of at the SLURM time limit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::rendezvous::{RoleRecord, RoleState, Status};
+use super::{Role, RoleContext, SERVER_GRACE};
+use crate::case::schema::{BenchmarkClient, BenchmarkMode};
+use crate::exec::process::{log_tail, CommandSpec, GroupChild};
+use crate::serve::engine::ClientLaunch;
+use crate::serve::server::TAIL_LINES;
+
+const TICK: Duration = Duration::from_secs(1);
+/// A running server that misses this many health checks in a row is taken as hung.
+const HEALTH_MISSES: u32 = 3;
+/// Health checks of running servers, while the load runs (a loaded CPU answers slowly).
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The log the clients write to; the harness reads the metrics from it.
+pub const CLIENT_LOG: &str = "benchmark.client.log";
+
+pub async fn run(ctx: &RoleContext) -> Result<(), String> {
+    let result = drive(ctx).await;
+    let status = match &result {
+        Ok(()) => Status::Done,
+        Err(reason) => Status::Failed(reason.clone()),
+    };
+    // Written on every path: it is what stops the other roles.
+    ctx.rdv.set_status(&status)?;
+    result
+}
+
+fn serving_roles(ctx: &RoleContext) -> Vec<Role> {
+    let mut roles = Role::workers(&ctx.spec);
+    roles.push(Role::DisaggServer);
+    roles
+}
+
+fn failure(role: &RoleRecord, what: &str) -> String {
+    format!(
+        "{} {what}: {}; last {TAIL_LINES} lines of {}:\n{}",
+        role.role,
+        role.reason.as_deref().unwrap_or("no reason given"),
+        role.log.display(),
+        log_tail(&role.log, TAIL_LINES)
+    )
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, String> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Sleeps one tick; `Err` when a signal came instead.
+    async fn tick(&mut self) -> Result<(), String> {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => Ok(()),
+            _ = self.term.recv() => Err("cancelled (SIGTERM)".into()),
+            _ = self.int.recv() => Err("interrupted (SIGINT)".into()),
+        }
+    }
+}
+
+async fn drive(ctx: &RoleContext) -> Result<(), String> {
+    let mut signals = Signals::new()?;
+    let http = reqwest::Client::builder()
+        .timeout(HEALTH_TIMEOUT)
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let records = wait_until_healthy(ctx, &http, &mut signals).await?;
+    let router = records
+        .get(&Role::DisaggServer)
+        .expect("the router is a serving role")
+        .clone();
+    let levels = ctx.spec.benchmark.concurrency_list.levels();
+    let client_log = ctx.rdv.dir().join(CLIENT_LOG);
+    for level in levels {
+        let command = client_command(ctx, &router, level)?;
+        eprintln!(
+            "BENCHMARK: concurrency {level}: {}",
+            command.display_line()
+        );
+        run_client(ctx, &http, &mut signals, &command, &client_log, level).await?;
+        if ctx.spec.benchmark.client == BenchmarkClient::Engine {
+            // The engine scripts do not print the marker the log parser splits blocks on.
+            append(&client_log, &format!("Benchmark with concurrency {level} done\n"))?;
+        }
+    }
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("failed to write {}: {e}", path.display()))
+}
+
+/// Waits until every worker and the router answer their health check. Fails early when a role
+/// reports failure or a server log shows a fatal line; at the deadline, names who is not healthy.
+async fn wait_until_healthy(
+    ctx: &RoleContext,
+    http: &reqwest::Client,
+    signals: &mut Signals,
+) -> Result<HashMap<Role, RoleRecord>, String> {
+    let roles = serving_roles(ctx);
+    let started = Instant::now();
+    let mut healthy: HashMap<Role, RoleRecord> = HashMap::new();
+    loop {
+        for &role in &roles {
+            if healthy.contains_key(&role) {
+                continue;
+            }
+            let Some(rec) = ctx.rdv.read(&role.to_string()) else {
+                continue;
+            };
+            if matches!(rec.state, RoleState::Failed | RoleState::Stopped) {
+                return Err(failure(&rec, "failed before becoming healthy"));
+            }
+            let recent = log_tail(&rec.log, TAIL_LINES);
+            if let Some(p) = ctx
+                .engine
+                .fatal_patterns()
+                .iter()
+                .find(|p| recent.contains(**p))
+            {
+                return Err(format!(
+                    "{role} logged a fatal error ({p:?}) before becoming healthy; last {TAIL_LINES} lines of {}:\n{recent}",
+                    rec.log.display()
+                ));
+            }
+            let url = ctx.health_url(&rec.host, rec.port);
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                eprintln!(
+                    "BENCHMARK: {role} healthy at {url} ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                healthy.insert(role, rec);
+            }
+        }
+        if healthy.len() == roles.len() {
+            return Ok(healthy);
+        }
+        if started.elapsed() > ctx.server_timeout {
+            let mut out = format!(
+                "servers not healthy within {} s (benchmark.server_timeout):",
+                ctx.server_timeout.as_secs()
+            );
+            for role in roles.iter().filter(|r| !healthy.contains_key(r)) {
+                match ctx.rdv.read(&role.to_string()) {
+                    None => out.push_str(&format!("\n{role}: never published its address")),
+                    Some(rec) => out.push_str(&format!(
+                        "\n{role}: {} at {}; last {TAIL_LINES} lines of {}:\n{}",
+                        serde_json::to_value(rec.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        ctx.health_url(&rec.host, rec.port),
+                        rec.log.display(),
+                        log_tail(&rec.log, TAIL_LINES)
+                    )),
+                }
+            }
+            return Err(out);
+        }
+        signals.tick().await?;
+    }
+}
+
+fn num_prompts(ctx: &RoleContext, level: u64) -> u64 {
+    ctx.spec
+        .benchmark
+        .num_prompts
+        .unwrap_or_else(|| level * ctx.spec.benchmark.multi_round.unwrap_or(10))
+        .max(1)
+}
+
+/// Lengths from `benchmark` (or the older top-level `sequence`); ctx_only sends one output token.
+fn lengths(ctx: &RoleContext) -> Result<(u64, u64), String> {
+    let b = &ctx.spec.benchmark;
+    let seq = ctx.spec.sequence.as_ref();
+    let input = b
+        .input_length
+        .or(seq.map(|s| s.input_length))
+        .ok_or("benchmark.input_length is not set")?;
+    let output = b
+        .output_length
+        .or(seq.map(|s| s.output_length))
+        .ok_or("benchmark.output_length is not set")?;
+    Ok(match b.mode {
+        BenchmarkMode::CtxOnly => (input, 1),
+        _ => (input, output),
+    })
+}
+
+fn client_command(ctx: &RoleContext, router: &RoleRecord, level: u64) -> Result<CommandSpec, String> {
+    let (input, output) = lengths(ctx)?;
+    let prompts = num_prompts(ctx, level);
+    let result = ctx.rdv.dir().join(format!("bench.con{level}.json"));
+    Ok(match ctx.spec.benchmark.client {
+        BenchmarkClient::Native => {
+            let base = format!(
+                "http://{}",
+                crate::serve::engine::host_port(&router.host, router.port)
+            );
+            let loopback = router.host == "localhost"
+                || router
+                    .host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            let mut args: Vec<String> = [
+                "bench",
+                "--base-url",
+                &base,
+                "--model",
+                &ctx.model.display().to_string(),
+                "--dataset",
+                "random",
+                "--input-len",
+                &input.to_string(),
+                "--output-len",
+                &output.to_string(),
+                "--num-prompts",
+                &prompts.to_string(),
+                "--concurrency-list",
+                &level.to_string(),
+                "--percentiles",
+                "50,90,99",
+                "--save-result",
+                &ctx.rdv.dir().join("bench.json").display().to_string(),
+                "--label",
+                &ctx.case,
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            if !ctx.spec.benchmark.streaming {
+                args.push("--no-stream".into());
+            }
+            if !loopback {
+                // The router runs on a cluster node the case's own job allocated.
+                args.push("--allow-remote".into());
+            }
+            CommandSpec {
+                program: ctx.tools.servetest.clone(),
+                args,
+                env: Vec::new(),
+                cwd: Some(ctx.rdv.dir().to_path_buf()),
+            }
+        }
+        BenchmarkClient::Engine => ctx.engine.engine_client(&ClientLaunch {
+            model: &ctx.model,
+            host: &router.host,
+            port: router.port,
+            input_len: input,
+            output_len: output,
+            num_prompts: prompts,
+            concurrency: level,
+            streaming: ctx.spec.benchmark.streaming,
+            result: &result,
+            tools: &ctx.tools,
+        }),
+    })
+}
+
+/// Runs one client to completion while watching every serving role.
+async fn run_client(
+    ctx: &RoleContext,
+    http: &reqwest::Client,
+    signals: &mut Signals,
+    command: &CommandSpec,
+    log: &PathBuf,
+    level: u64,
+) -> Result<(), String> {
+    let mut child = GroupChild::spawn("benchmark-client", command, log).map_err(|e| e.to_string())?;
+    let roles = serving_roles(ctx);
+    let mut misses: HashMap<Role, u32> = HashMap::new();
+    let mut last_health = Instant::now();
+    let outcome = loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(|e| e.to_string())?;
+                break if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the benchmark client exited with {status} at concurrency {level}; last {TAIL_LINES} lines of {}:\n{}",
+                        log.display(),
+                        log_tail(log, TAIL_LINES)
+                    ))
+                };
+            }
+            tick = signals.tick() => {
+                if let Err(e) = tick {
+                    break Err(e);
+                }
+                // A role that died publishes `failed` within half a second.
+                if let Some(rec) = roles
+                    .iter()
+                    .filter_map(|r| ctx.rdv.read(&r.to_string()))
+                    .find(|r| matches!(r.state, RoleState::Failed | RoleState::Stopped))
+                {
+                    break Err(failure(&rec, &format!("failed during the benchmark (concurrency {level})")));
+                }
+                if last_health.elapsed() >= HEALTH_EVERY {
+                    last_health = Instant::now();
+                    if let Some(e) = check_health(ctx, http, &roles, &mut misses).await {
+                        break Err(format!("{e} (concurrency {level})"));
+                    }
+                }
+            }
+        }
+    };
+    let _ = child.terminate(SERVER_GRACE).await;
+    outcome
+}
+
+/// One health check of every serving role; `Some(reason)` once a role missed `HEALTH_MISSES` in a row.
+async fn check_health(
+    ctx: &RoleContext,
+    http: &reqwest::Client,
+    roles: &[Role],
+    misses: &mut HashMap<Role, u32>,
+) -> Option<String> {
+    for &role in roles {
+        let rec = ctx.rdv.read(&role.to_string())?;
+        let url = ctx.health_url(&rec.host, rec.port);
+        let ok = http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let n = misses.entry(role).or_default();
+        *n = if ok { 0 } else { *n + 1 };
+        if *n >= HEALTH_MISSES {
+            return Some(format!(
+                "{role} stopped answering {url} ({HEALTH_MISSES} health checks in a row failed, {} s timeout each); last {TAIL_LINES} lines of {}:\n{}",
+                HEALTH_TIMEOUT.as_secs(),
+                rec.log.display(),
+                log_tail(&rec.log, TAIL_LINES)
+            ));
+        }
+    }
+    None
+}
