@@ -117,6 +117,14 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         })
         .cloned()
         .collect();
+    if !EXECUTE && !listing && !runnable.is_empty() {
+        // Not an error (plain `cargo test` is the validation run), but never a silent "ok".
+        eprintln!(
+            "note: this build has no `perf` feature: the {} selected case(s) are validated and rendered, \
+             not executed (cargo test --features perf executes them)",
+            runnable.len()
+        );
+    }
     let context = if EXECUTE && !listing && !runnable.is_empty() {
         let baseline = load_baseline(args.baseline.clone(), args.baseline_policy.clone())?;
         let resume = args.resume || env::resume();

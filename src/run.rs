@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use crate::case::schema::DisaggSpec;
 use crate::case::{Case, CaseSpec};
-use crate::role::rendezvous::{Rendezvous, Status};
 use crate::check::logparse::{self, Block};
 use crate::exec::job::{JobRecord, JobState};
 use crate::exec::process::log_tail;
@@ -22,6 +21,7 @@ use crate::plan::profile::ClusterProfile;
 use crate::plan::render::{self, JobPlan, RenderInput};
 use crate::report::baseline::{self, Policy};
 use crate::report::results::{ResultsWriter, Row};
+use crate::role::rendezvous::{Rendezvous, Status};
 
 /// Log lines shown in a failed trial, per file.
 const TAIL: usize = 20;
@@ -306,7 +306,10 @@ impl RunContext {
             record.state,
             record.exit_code.as_deref().unwrap_or("?")
         ));
-        let verdict = match (record.state == JobState::Completed, self.role_status(case, &id)) {
+        let verdict = match (
+            record.state == JobState::Completed,
+            self.role_status(case, &id),
+        ) {
             (true, None | Some(Status::Done)) => self.collect_metrics(case, &id),
             (_, Some(Status::Failed(reason))) => Err(format!(
                 "{}: job {id} ended {} (exit code {}); the benchmark failed: {reason}{}",
@@ -369,13 +372,20 @@ impl RunContext {
 
     /// A disagg case's metrics: one block per benchmarked concurrency, from the benchmark client's
     /// log, with the case's own pattern (`benchmark.metrics`/`metadata.metrics`) or the default table.
-    fn disagg_metrics(&self, case: &Case, spec: &DisaggSpec, id: &str) -> Result<Vec<Block>, String> {
+    fn disagg_metrics(
+        &self,
+        case: &Case,
+        spec: &DisaggSpec,
+        id: &str,
+    ) -> Result<Vec<Block>, String> {
         let rdv = Rendezvous::for_job(&self.case_dir(case), id);
         if rdv.status().is_none() {
             return Err(format!(
                 "{}: job {id} completed but BENCHMARK wrote no status to {}{}",
                 case.name,
-                rdv.dir().join(crate::role::rendezvous::STATUS_FILE).display(),
+                rdv.dir()
+                    .join(crate::role::rendezvous::STATUS_FILE)
+                    .display(),
                 self.tails(case, id)
             ));
         }
@@ -390,17 +400,29 @@ impl RunContext {
         };
         let text = std::fs::read_to_string(&log)
             .map_err(|e| format!("{}: failed to read {}: {e}", case.name, log.display()))?;
-        let (blocks, what) = match custom.and_then(|m| Some((m.extractor_pattern.as_ref()?, m.metric_names.as_ref()?))) {
+        let (blocks, what) = match custom
+            .and_then(|m| Some((m.extractor_pattern.as_ref()?, m.metric_names.as_ref()?)))
+        {
             Some((pattern, names)) => {
                 let re = logparse::compile_custom(pattern).map_err(|e| e.to_string())?;
-                (logparse::parse_custom(&text, &re, names), format!("pattern {pattern:?}"))
+                (
+                    logparse::parse_custom(&text, &re, names),
+                    format!("pattern {pattern:?}"),
+                )
             }
-            None => (logparse::parse_default(&text), "the default summary-line table".to_owned()),
+            None => (
+                logparse::parse_default(&text),
+                "the default summary-line table".to_owned(),
+            ),
         };
         let levels = spec.benchmark.concurrency_list.levels();
         let missing: Vec<String> = levels
             .iter()
-            .filter(|l| !blocks.iter().any(|b| b.concurrency == Some(**l) && !b.metrics.is_empty()))
+            .filter(|l| {
+                !blocks
+                    .iter()
+                    .any(|b| b.concurrency == Some(**l) && !b.metrics.is_empty())
+            })
             .map(u64::to_string)
             .collect();
         if !missing.is_empty() {

@@ -3,7 +3,7 @@
 //! fails the trial within seconds, naming the role, instead of at the SLURM time limit.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -91,14 +91,14 @@ async fn drive(ctx: &RoleContext) -> Result<(), String> {
     let client_log = ctx.rdv.dir().join(CLIENT_LOG);
     for level in levels {
         let command = client_command(ctx, &router, level)?;
-        eprintln!(
-            "BENCHMARK: concurrency {level}: {}",
-            command.display_line()
-        );
+        eprintln!("BENCHMARK: concurrency {level}: {}", command.display_line());
         run_client(ctx, &http, &mut signals, &command, &client_log, level).await?;
         if ctx.spec.benchmark.client == BenchmarkClient::Engine {
             // The engine scripts do not print the marker the log parser splits blocks on.
-            append(&client_log, &format!("Benchmark with concurrency {level} done\n"))?;
+            append(
+                &client_log,
+                &format!("Benchmark with concurrency {level} done\n"),
+            )?;
         }
     }
     Ok(())
@@ -216,7 +216,11 @@ fn lengths(ctx: &RoleContext) -> Result<(u64, u64), String> {
     })
 }
 
-fn client_command(ctx: &RoleContext, router: &RoleRecord, level: u64) -> Result<CommandSpec, String> {
+fn client_command(
+    ctx: &RoleContext,
+    router: &RoleRecord,
+    level: u64,
+) -> Result<CommandSpec, String> {
     let (input, output) = lengths(ctx)?;
     let prompts = num_prompts(ctx, level);
     let result = ctx.rdv.dir().join(format!("bench.con{level}.json"));
@@ -291,10 +295,11 @@ async fn run_client(
     http: &reqwest::Client,
     signals: &mut Signals,
     command: &CommandSpec,
-    log: &PathBuf,
+    log: &Path,
     level: u64,
 ) -> Result<(), String> {
-    let mut child = GroupChild::spawn("benchmark-client", command, log).map_err(|e| e.to_string())?;
+    let mut child =
+        GroupChild::spawn("benchmark-client", command, log).map_err(|e| e.to_string())?;
     let roles = serving_roles(ctx);
     let mut misses: HashMap<Role, u32> = HashMap::new();
     let mut last_health = Instant::now();

@@ -53,8 +53,9 @@ impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
         let index = |rest: &str| {
-            rest.parse::<u64>()
-                .map_err(|_| format!("`{s}`: expected CTX_<n>, GEN_<n>, DISAGG_SERVER or BENCHMARK"))
+            rest.parse::<u64>().map_err(|_| {
+                format!("`{s}`: expected CTX_<n>, GEN_<n>, DISAGG_SERVER or BENCHMARK")
+            })
         };
         match s {
             "DISAGG_SERVER" => Ok(Role::DisaggServer),
@@ -257,7 +258,12 @@ mod tests {
 
     #[test]
     fn role_names_round_trip_and_bad_ones_are_named() {
-        for r in [Role::Ctx(0), Role::Gen(12), Role::DisaggServer, Role::Benchmark] {
+        for r in [
+            Role::Ctx(0),
+            Role::Gen(12),
+            Role::DisaggServer,
+            Role::Benchmark,
+        ] {
             assert_eq!(r.to_string().parse::<Role>(), Ok(r));
         }
         for bad in ["CTX", "GEN_x", "ctx_0", "ROUTER", ""] {

@@ -68,7 +68,12 @@ impl Engine for Sglang {
         }
         let mut extra = vec![
             "--disaggregation-mode".to_owned(),
-            if w.side == Side::Ctx { "prefill" } else { "decode" }.to_owned(),
+            if w.side == Side::Ctx {
+                "prefill"
+            } else {
+                "decode"
+            }
+            .to_owned(),
             "--disaggregation-transfer-backend".to_owned(),
             backend.to_ascii_lowercase(),
         ];

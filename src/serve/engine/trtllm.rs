@@ -4,7 +4,9 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::{worker_config_name, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec, WorkerLaunch};
+use super::{
+    worker_config_name, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec, WorkerLaunch,
+};
 use crate::exec::process::CommandSpec;
 
 pub struct Trtllm;
@@ -99,7 +101,10 @@ impl Engine for Trtllm {
 
     fn engine_client(&self, c: &ClientLaunch) -> CommandSpec {
         let dir = c.result.parent().unwrap_or(c.result);
-        let file = c.result.file_name().map(|f| f.to_string_lossy().into_owned());
+        let file = c
+            .result
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned());
         let mut args: Vec<String> = [
             "-m",
             "tensorrt_llm.serve.scripts.benchmark_serving",

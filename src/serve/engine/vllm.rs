@@ -227,7 +227,10 @@ impl Engine for Vllm {
 
     fn engine_client(&self, c: &ClientLaunch) -> CommandSpec {
         let dir = c.result.parent().unwrap_or(c.result);
-        let file = c.result.file_name().map(|f| f.to_string_lossy().into_owned());
+        let file = c
+            .result
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned());
         let mut args: Vec<String> = vec!["-c".into(), BENCH_SERVE.into()];
         args.extend(
             [

@@ -1,0 +1,361 @@
+//! The serving-role choreography of disaggregated cases (CTX/GEN servers, the vllm-router in PD mode,
+//! BENCHMARK), on the local SLURM cluster and the local executor, and how it fails: a server that never
+//! becomes healthy, a server killed mid-benchmark, a hung (stopped) server. Tests named `sim_*` put
+//! servetest's simulator where the engine would be (tests/fixtures/engines); tests named `real_*` run
+//! the real vLLM CPU engine with the tiny model and need scripts/engine-setup + make-tiny-model.
+//! Run by scripts/test with `--features perf -- --test-threads=1` after `scripts/slurm-up`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use servetest::exec::process::live_members;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const SIM: &str = "tests/fixtures/engines/sim-engine";
+const HANG: &str = "tests/fixtures/engines/hang-engine";
+
+fn harness(executor: &str, tree: &str, out: &Path, filter: &str, engine: Option<&str>) -> Command {
+    assert!(
+        root().join(".venv/router/bin/vllm-router").exists(),
+        "the vllm-router is missing: run scripts/engine-setup"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servetest"));
+    cmd.arg("test")
+        .arg("--config-dir")
+        .arg(root().join(tree))
+        .args(["--exact", filter])
+        .current_dir(root())
+        .env("SERVETEST_EXECUTOR", executor)
+        .env("SERVETEST_CLUSTER", root().join("clusters/local.yaml"))
+        .env("SERVETEST_POLL_INTERVAL", "0.5")
+        .env("OUTPUT_PATH", out)
+        .env("GPU_TYPE", "CPU")
+        .env_remove("DISAGG_BATCH_SIZE")
+        .env_remove("DEBUG_MODE")
+        .env_remove("SERVETEST_TEST_LIST")
+        .env_remove("SERVETEST_ENGINE_PYTHON");
+    if let Some(engine) = engine {
+        cmd.env("SERVETEST_ENGINE_PYTHON", root().join(engine));
+    }
+    cmd
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The case's only job directory (`job-<id>`).
+fn job_dir(out: &Path, case: &str) -> Option<PathBuf> {
+    std::fs::read_dir(out.join(case))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("job-"))
+        })
+}
+
+fn record(job: &Path, role: &str) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(job.join(format!("{role}.json"))).ok()?).ok()
+}
+
+const ROLES: [&str; 3] = ["CTX_0", "GEN_0", "DISAGG_SERVER"];
+
+/// Every server a role started is gone: no live process is left in its process group.
+fn assert_nothing_left(job: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for role in ROLES {
+        let Some(pgid) = record(job, role).and_then(|r| r["pid"].as_i64()) else {
+            continue;
+        };
+        loop {
+            let left = live_members(pgid as i32);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{role}'s server group {pgid} left running: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn tracker_state(out: &Path, case: &str) -> String {
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(case).join("tracker.json")).unwrap())
+            .unwrap();
+    t["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits until `role`'s server is up and the benchmark client has started, then returns its pgid.
+fn wait_for_load(child: &mut Child, out: &Path, case: &str, role: &str, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(job) = job_dir(out, case) {
+            let ready = record(&job, role).filter(|r| r["state"] == "ready");
+            let loading = job.join("benchmark.client.log").exists();
+            if let (Some(r), true) = (ready, loading) {
+                // Let some requests flow through both servers first.
+                std::thread::sleep(Duration::from_secs(3));
+                return r["pid"].as_i64().unwrap() as i32;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before the benchmark started");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the benchmark did not start within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn finish(child: Child) -> String {
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "the trial should fail:\n{}", text(&o));
+    text(&o)
+}
+
+const SIM_QUICK: &str = "disagg_perf_sim-quick_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
+const SIM_LONG: &str = "disagg_perf_sim-long_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
+
+#[test]
+fn sim_choreography_runs_every_role_on_slurm_and_local() {
+    for executor in ["slurm", "local"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = harness(
+            executor,
+            "tests/exec_configs/roles",
+            out.path(),
+            SIM_QUICK,
+            Some(SIM),
+        )
+        .output()
+        .unwrap();
+        let all = text(&o);
+        assert!(o.status.success(), "{executor}:\n{all}");
+        let job = job_dir(out.path(), SIM_QUICK).expect("a job directory");
+        assert_eq!(
+            std::fs::read_to_string(job.join("benchmark_status.txt")).unwrap(),
+            "done\n"
+        );
+        for role in ROLES {
+            let r = record(&job, role).unwrap_or_else(|| panic!("{role} published nothing"));
+            assert_eq!(r["state"], "stopped", "{executor} {role}: {r}");
+        }
+        // The router was given both workers, in PD mode.
+        let ctx = record(&job, "CTX_0").unwrap();
+        let gen = record(&job, "GEN_0").unwrap();
+        let router_log =
+            std::fs::read_to_string(out.path().join(SIM_QUICK).join("disagg_server.log")).unwrap();
+        assert!(
+            router_log.contains("--vllm-pd-disaggregation")
+                && router_log.contains(&format!("--prefill http://127.0.0.1:{}", ctx["port"]))
+                && router_log.contains(&format!("--decode http://127.0.0.1:{}", gen["port"])),
+            "{router_log}"
+        );
+        // Both stand-in servers came up where their roles said (their ready files name the port).
+        let up = |r: &serde_json::Value| job.join(format!("sim-ready.{}", r["port"])).exists();
+        assert!(up(&ctx) && up(&gen));
+        let csv = std::fs::read_to_string(out.path().join("perf_script_test_results.csv")).unwrap();
+        for con in [1, 2] {
+            assert!(
+                csv.lines()
+                    .any(|l| l.starts_with(SIM_QUICK) && l.contains(&format!(",{con},COMPLETED,"))),
+                "{executor}: no row for concurrency {con}:\n{csv}"
+            );
+        }
+        assert_nothing_left(&job);
+    }
+}
+
+#[test]
+fn sim_servers_that_never_become_healthy_fail_with_each_role_and_its_log_tail() {
+    let out = tempfile::tempdir().unwrap();
+    let o = harness(
+        "local",
+        "tests/exec_configs/roles",
+        out.path(),
+        SIM_LONG,
+        Some(HANG),
+    )
+    .output()
+    .unwrap();
+    let all = text(&o);
+    assert!(!o.status.success(), "{all}");
+    assert!(
+        all.contains("servers not healthy within 20 s (benchmark.server_timeout)"),
+        "{all}"
+    );
+    for role in ["CTX_0: starting at http://127.0.0.1:", "GEN_0: starting at"] {
+        assert!(all.contains(role), "{role}:\n{all}");
+    }
+    assert!(all.contains("hang-engine: loading the model"), "{all}");
+    // Ended by the benchmark's verdict, not by the job's time limit.
+    assert_eq!(tracker_state(out.path(), SIM_LONG), "FAILED");
+    assert_nothing_left(&job_dir(out.path(), SIM_LONG).unwrap());
+}
+
+#[test]
+fn sim_server_killed_mid_benchmark_fails_the_trial_and_ends_the_job_on_slurm() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = harness(
+        "slurm",
+        "tests/exec_configs/roles",
+        out.path(),
+        SIM_LONG,
+        Some(SIM),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pgid = wait_for_load(
+        &mut child,
+        out.path(),
+        SIM_LONG,
+        "GEN_0",
+        Duration::from_secs(60),
+    );
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let all = finish(child);
+    assert!(
+        all.contains("GEN_0 failed during the benchmark (concurrency 1): server exited with signal: 9 (SIGKILL)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("sim-engine: serving"),
+        "the GEN_0 log tail:\n{all}"
+    );
+    assert_eq!(tracker_state(out.path(), SIM_LONG), "FAILED");
+    let job = job_dir(out.path(), SIM_LONG).unwrap();
+    let status = std::fs::read_to_string(job.join("benchmark_status.txt")).unwrap();
+    assert!(status.starts_with("failed: GEN_0 failed"), "{status}");
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn sim_hung_server_is_reported_as_not_answering() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = harness(
+        "local",
+        "tests/exec_configs/roles",
+        out.path(),
+        SIM_LONG,
+        Some(SIM),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pgid = wait_for_load(
+        &mut child,
+        out.path(),
+        SIM_LONG,
+        "GEN_0",
+        Duration::from_secs(60),
+    );
+    // A stopped process keeps its port open but never answers: what a wedged server looks like.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let all = finish(child);
+    assert!(
+        all.contains("GEN_0 stopped answering http://127.0.0.1:"),
+        "{all}"
+    );
+    assert_eq!(tracker_state(out.path(), SIM_LONG), "FAILED");
+    assert_nothing_left(&job_dir(out.path(), SIM_LONG).unwrap());
+}
+
+const TINY: &str = "disagg_perf_tiny-llama_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
+const TINY_LONG: &str = "disagg_perf_tiny-long_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
+
+fn count(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+#[test]
+fn real_vllm_prefill_hands_kv_to_decode_through_the_router() {
+    let out = tempfile::tempdir().unwrap();
+    let o = harness("local", "test_configs", out.path(), TINY, None)
+        .output()
+        .unwrap();
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    let job = job_dir(out.path(), TINY).unwrap();
+    // Concurrency 1 and 4, multi_round 5: 5 + 20 requests, each prefilled by CTX_0 and decoded by
+    // GEN_0 from the KV that CTX_0 saved (vLLM logs a hit on the external cache for each).
+    let requests = 25;
+    let ctx_log = job.join("vllm.0.CTX_0.log");
+    let gen_log = job.join("vllm.0.GEN_0.log");
+    assert_eq!(count(&ctx_log, "POST /v1/completions"), requests);
+    assert_eq!(count(&gen_log, "POST /v1/completions"), requests);
+    assert_eq!(count(&gen_log, "External Cache Hit!"), requests);
+    let csv = std::fs::read_to_string(out.path().join("perf_script_test_results.csv")).unwrap();
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with(TINY) && l.contains("COMPLETED"))
+            .count(),
+        2,
+        "{csv}"
+    );
+    assert_nothing_left(&job);
+}
+
+#[test]
+fn real_vllm_decode_server_killed_mid_benchmark_fails_the_trial() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = harness(
+        "local",
+        "tests/exec_configs/roles-engine",
+        out.path(),
+        TINY_LONG,
+        None,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pgid = wait_for_load(
+        &mut child,
+        out.path(),
+        TINY_LONG,
+        "GEN_0",
+        Duration::from_secs(400),
+    );
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let all = finish(child);
+    assert!(
+        all.contains("GEN_0 failed during the benchmark (concurrency 2): server exited with signal: 9 (SIGKILL)"),
+        "{all}"
+    );
+    assert_eq!(tracker_state(out.path(), TINY_LONG), "FAILED");
+    assert_nothing_left(&job_dir(out.path(), TINY_LONG).unwrap());
+}
