@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::case::schema::DisaggSpec;
 use crate::case::{Case, CaseSpec};
+use crate::check::accuracy;
 use crate::check::logparse::{self, Block};
 use crate::exec::job::{JobRecord, JobState};
 use crate::exec::process::log_tail;
@@ -389,6 +390,25 @@ impl RunContext {
                 self.tails(case, id)
             ));
         }
+        let accuracy_only = case.category == "accuracy";
+        let mut blocks = if accuracy_only {
+            Vec::new()
+        } else {
+            self.perf_blocks(case, spec, &rdv)?
+        };
+        if accuracy_only || spec.accuracy.enable_accuracy_test {
+            blocks.push(self.judge_accuracy(case, spec, &rdv)?);
+        }
+        Ok(blocks)
+    }
+
+    /// One block per benchmarked concurrency from the client log; a missing concurrency fails.
+    fn perf_blocks(
+        &self,
+        case: &Case,
+        spec: &DisaggSpec,
+        rdv: &Rendezvous,
+    ) -> Result<Vec<Block>, String> {
         let custom = spec
             .benchmark
             .metrics
@@ -443,6 +463,64 @@ impl RunContext {
             ));
         }
         Ok(blocks)
+    }
+
+    /// lm-eval's scores (`accuracy.json`) against `metadata.accuracy.datasets`; every verdict is
+    /// printed, any failure fails the trial with task, filter, expected, got, threshold and samples.
+    fn judge_accuracy(
+        &self,
+        case: &Case,
+        spec: &DisaggSpec,
+        rdv: &Rendezvous,
+    ) -> Result<Block, String> {
+        let path = rdv.dir().join(crate::role::ACCURACY_FILE);
+        let doc: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| format!("{}: no accuracy scores at {}", case.name, path.display()))?;
+        let scores: Vec<accuracy::Score> = serde_json::from_value(doc["scores"].clone())
+            .map_err(|e| format!("{}: {}: {e}", case.name, path.display()))?;
+        let expected = spec
+            .metadata
+            .accuracy
+            .as_ref()
+            .map(|a| a.datasets.as_slice())
+            .unwrap_or_default();
+        if expected.is_empty() {
+            return Err(format!(
+                "{}: metadata.accuracy.datasets is empty: lm-eval ran but nothing says what to expect",
+                case.name
+            ));
+        }
+        let verdicts: Vec<accuracy::Verdict> = expected
+            .iter()
+            .map(|e| accuracy::judge(e, &scores))
+            .collect();
+        for v in &verdicts {
+            self.progress
+                .line(&format!("  {}: accuracy: {v}", case.name));
+        }
+        let failed: Vec<String> = verdicts
+            .iter()
+            .filter(|v| !v.passed)
+            .map(|v| v.to_string())
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!(
+                "{}: accuracy below expectation:\n{}\n(scores in {})",
+                case.name,
+                failed.join("\n"),
+                path.display()
+            ));
+        }
+        let metrics = scores
+            .iter()
+            .map(|s| (format!("{}/{}/{}", s.task, s.metric, s.filter), s.value))
+            .collect();
+        Ok(Block {
+            concurrency: None,
+            metrics,
+        })
     }
 
     /// The metrics a case asks for, from its step's log; none found fails the trial.

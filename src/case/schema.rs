@@ -70,6 +70,9 @@ pub struct DatasetThreshold {
     pub threshold: Option<f64>,
     #[serde(default)]
     pub filter_type: Option<String>,
+    /// servetest: the lm-eval metric to judge (default `exact_match`).
+    #[serde(default)]
+    pub metric: Option<String>,
     #[serde(default)]
     pub alpha: Option<f64>,
     #[serde(default)]

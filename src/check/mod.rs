@@ -1,3 +1,4 @@
-//! Judging outputs: metrics from logs (and, as they land, step tables and logprobs).
+//! Judging outputs: metrics from logs, accuracy scores (and, as they land, step tables and logprobs).
 
+pub mod accuracy;
 pub mod logparse;

@@ -167,7 +167,12 @@ impl Executor for LocalExecutor {
     }
 
     fn submit(&self, plan: &JobPlan) -> Result<String, ExecError> {
-        let id = format!("local-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        // Unique across runs too: job directories (`job-<id>`) must never meet a previous run's files.
+        let id = format!(
+            "local-{}-{}",
+            std::process::id(),
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
         self.table.insert(JobRecord::pending(&id, &plan.case));
         let (tx, rx) = watch::channel(false);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -52,7 +52,7 @@ fn failure(role: &RoleRecord, what: &str) -> String {
     )
 }
 
-struct Signals {
+pub(super) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
@@ -87,12 +87,19 @@ async fn drive(ctx: &RoleContext) -> Result<(), String> {
         .get(&Role::DisaggServer)
         .expect("the router is a serving role")
         .clone();
-    let levels = ctx.spec.benchmark.concurrency_list.levels();
+    // Accuracy cases measure accuracy only; perf cases may add it with enable_accuracy_test.
+    let accuracy = ctx.category == "accuracy" || ctx.spec.accuracy.enable_accuracy_test;
+    let levels = if ctx.category == "accuracy" {
+        Vec::new()
+    } else {
+        ctx.spec.benchmark.concurrency_list.levels()
+    };
     let client_log = ctx.rdv.dir().join(CLIENT_LOG);
     for level in levels {
         let command = client_command(ctx, &router, level)?;
         eprintln!("BENCHMARK: concurrency {level}: {}", command.display_line());
-        run_client(ctx, &http, &mut signals, &command, &client_log, level).await?;
+        let what = format!("concurrency {level}");
+        run_client(ctx, &http, &mut signals, &command, &client_log, &what).await?;
         if ctx.spec.benchmark.client == BenchmarkClient::Engine {
             // The engine scripts do not print the marker the log parser splits blocks on.
             append(
@@ -100,6 +107,9 @@ async fn drive(ctx: &RoleContext) -> Result<(), String> {
                 &format!("Benchmark with concurrency {level} done\n"),
             )?;
         }
+    }
+    if accuracy {
+        super::accuracy::run(ctx, &http, &mut signals, &router).await?;
     }
     Ok(())
 }
@@ -290,13 +300,13 @@ fn client_command(
 }
 
 /// Runs one client to completion while watching every serving role.
-async fn run_client(
+pub(super) async fn run_client(
     ctx: &RoleContext,
     http: &reqwest::Client,
     signals: &mut Signals,
     command: &CommandSpec,
     log: &Path,
-    level: u64,
+    what: &str,
 ) -> Result<(), String> {
     let mut child =
         GroupChild::spawn("benchmark-client", command, log).map_err(|e| e.to_string())?;
@@ -311,7 +321,7 @@ async fn run_client(
                     Ok(())
                 } else {
                     Err(format!(
-                        "the benchmark client exited with {status} at concurrency {level}; last {TAIL_LINES} lines of {}:\n{}",
+                        "the benchmark client exited with {status} ({what}); last {TAIL_LINES} lines of {}:\n{}",
                         log.display(),
                         log_tail(log, TAIL_LINES)
                     ))
@@ -327,12 +337,12 @@ async fn run_client(
                     .filter_map(|r| ctx.rdv.read(&r.to_string()))
                     .find(|r| matches!(r.state, RoleState::Failed | RoleState::Stopped))
                 {
-                    break Err(failure(&rec, &format!("failed during the benchmark (concurrency {level})")));
+                    break Err(failure(&rec, &format!("failed during the benchmark ({what})")));
                 }
                 if last_health.elapsed() >= HEALTH_EVERY {
                     last_health = Instant::now();
                     if let Some(e) = check_health(ctx, http, &roles, &mut misses).await {
-                        break Err(format!("{e} (concurrency {level})"));
+                        break Err(format!("{e} ({what})"));
                     }
                 }
             }

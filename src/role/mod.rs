@@ -10,7 +10,9 @@
 //! Every role stops its server's whole process group on every exit path (status file, SIGTERM from
 //! scancel or the local executor, its own failure).
 
+mod accuracy;
 mod benchmark;
+pub use accuracy::ACCURACY_FILE;
 pub use benchmark::CLIENT_LOG;
 pub mod rendezvous;
 mod server;
@@ -99,6 +101,10 @@ impl Role {
 /// Everything a role needs, resolved once at start.
 pub struct RoleContext {
     pub case: String,
+    /// `perf`, `accuracy`, …: accuracy cases run lm-eval instead of the load.
+    pub category: String,
+    /// Where servetest started (relative paths in the case, lm-eval's local tasks).
+    pub root: PathBuf,
     pub spec: DisaggSpec,
     pub role: Role,
     pub rdv: Rendezvous,
@@ -127,7 +133,7 @@ impl RoleContext {
 }
 
 /// Loads the case from its path (`…/<family>/<category>/<stem>.yaml`), refusing an invalid one.
-fn load_case(path: &Path) -> Result<(String, DisaggSpec), String> {
+fn load_case(path: &Path) -> Result<(String, String, DisaggSpec), String> {
     let parent = path.parent();
     let category = parent
         .and_then(Path::file_name)
@@ -154,7 +160,7 @@ fn load_case(path: &Path) -> Result<(String, DisaggSpec), String> {
         ));
     }
     match case.spec {
-        Some(CaseSpec::Disagg(spec)) => Ok((case.name, *spec)),
+        Some(CaseSpec::Disagg(spec)) => Ok((case.name, case.category, *spec)),
         _ => Err(format!(
             "{}: `servetest role` runs disagg/wideep cases only",
             path.display()
@@ -180,7 +186,7 @@ pub fn main(case_path: &Path, case_out: &Path, role: Option<&str>) -> Result<(),
         .or_else(crate::env::serving_type)
         .ok_or("no role: set DISAGG_SERVING_TYPE (CTX_<n>, GEN_<n>, DISAGG_SERVER, BENCHMARK) or pass --role")?;
     let role: Role = role_text.parse()?;
-    let (case, spec) = load_case(case_path)?;
+    let (case, category, spec) = load_case(case_path)?;
     let known = Role::all(&spec);
     if !known.contains(&role) {
         return Err(format!(
@@ -222,6 +228,8 @@ pub fn main(case_path: &Path, case_out: &Path, role: Option<&str>) -> Result<(),
         tools: Tools::resolve(&root),
         host: resolve_host()?,
         case,
+        category,
+        root,
         spec,
         role,
         rdv,

@@ -159,13 +159,16 @@ pub async fn run_router(ctx: &RoleContext) -> Result<(), String> {
     let ctx_addrs: Vec<WorkerAddr> = ctx_addrs.into_iter().map(addr).collect();
     let gen_addrs: Vec<WorkerAddr> = gen_addrs.into_iter().map(addr).collect();
     let port = free_port(&ctx.host).map_err(|e| e.to_string())?;
+    let metrics_port = free_port(&ctx.host).map_err(|e| e.to_string())?;
     let mut launch = ctx.engine.router(&RouterLaunch {
         case: &ctx.case,
         host: &ctx.host,
         port,
+        metrics_port,
         ctx: &ctx_addrs,
         gen: &gen_addrs,
-        worker_timeout: ctx.server_timeout.as_secs(),
+        // Longer than BENCHMARK's wait, so that a timeout is reported by the role that knows why.
+        worker_timeout: ctx.server_timeout.as_secs() + 60,
         dir: ctx.rdv.dir(),
         tools: &ctx.tools,
     })?;

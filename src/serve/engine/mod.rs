@@ -86,6 +86,9 @@ pub struct RouterLaunch<'a> {
     pub port: u16,
     pub ctx: &'a [WorkerAddr],
     pub gen: &'a [WorkerAddr],
+    /// A port for the router's own Prometheus exporter (routers that have one bind a fixed default,
+    /// which collides when two jobs share a node).
+    pub metrics_port: u16,
     /// Seconds the router may wait for its workers.
     pub worker_timeout: u64,
     pub dir: &'a Path,

@@ -139,6 +139,10 @@ impl Engine for Sglang {
             r.port.to_string(),
             "--worker-startup-timeout-secs".into(),
             r.worker_timeout.to_string(),
+            "--prometheus-host".into(),
+            r.host.to_owned(),
+            "--prometheus-port".into(),
+            r.metrics_port.to_string(),
         ];
         for w in r.ctx {
             args.extend(["--prefill".into(), w.url()]);

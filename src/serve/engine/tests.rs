@@ -92,6 +92,7 @@ fn rendered(spec: &crate::case::schema::DisaggSpec, case: &str) -> String {
         port: 8000,
         ctx: &ctx,
         gen: &gen,
+        metrics_port: 9100,
         worker_timeout: 1800,
         dir: &dir,
         tools: &tools,

@@ -207,6 +207,10 @@ impl Engine for Vllm {
             // Its default re-checks unready workers every 30 s, which dominates a small job's start.
             "--worker-startup-check-interval".into(),
             "2".into(),
+            "--prometheus-host".into(),
+            r.host.to_owned(),
+            "--prometheus-port".into(),
+            r.metrics_port.to_string(),
         ];
         for w in r.ctx {
             args.extend(["--prefill".into(), w.url()]);
