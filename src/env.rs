@@ -149,6 +149,13 @@ pub const SERVE_HOST: &str = "SERVETEST_SERVE_HOST";
 /// Which role a job step plays: `CTX_i`, `GEN_i`, `DISAGG_SERVER` or `BENCHMARK` (upstream's name).
 pub const SERVING_TYPE: &str = "DISAGG_SERVING_TYPE";
 
+/// Python with lm-eval for accuracy cases (default: .venv/engine/bin/python).
+pub const EVAL_PYTHON: &str = "SERVETEST_EVAL_PYTHON";
+
+pub fn eval_python() -> Option<PathBuf> {
+    path(EVAL_PYTHON)
+}
+
 pub fn trtllm_serve() -> Option<PathBuf> {
     path(TRTLLM_SERVE)
 }

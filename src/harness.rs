@@ -207,6 +207,13 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         }
     }
     if let Some(ctx) = &context {
+        if !listing {
+            match ctx.write_html() {
+                Ok(path) => eprintln!("servetest: HTML report {}", path.display()),
+                // No results yet (every trial resumed or filtered): nothing to draw.
+                Err(e) => eprintln!("servetest: no HTML report: {e}"),
+            }
+        }
         let left = ctx.cancel_all();
         if left > 0 {
             ctx.progress().line(&format!(

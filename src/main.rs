@@ -97,6 +97,18 @@ enum ReportCommand {
         /// Where to write the upstream-shaped CSV.
         out: PathBuf,
     },
+    /// A self-contained HTML page for a run: per case throughput vs latency, TTFT and TPOT vs
+    /// concurrency (SVG charts), the numbers, and the baseline run beside them.
+    Html {
+        /// The run's output directory (holds results.json).
+        run_dir: PathBuf,
+        /// An earlier run's results.json or CSV to draw beside this one.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Where to write the page (default RUN_DIR/report.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     Compare {
         /// Baseline run: results.json or perf_script_test_results.csv.
         baseline: PathBuf,
@@ -182,6 +194,27 @@ fn main() -> ExitCode {
         },
         Command::SimServer(args) => match bench_cmd::sim_server(args) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Report {
+            what:
+                ReportCommand::Html {
+                    run_dir,
+                    baseline,
+                    out,
+                },
+        } => match servetest::report::html::write_for_run(
+            &run_dir,
+            baseline.as_deref(),
+            out.as_deref(),
+        ) {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(1)

@@ -690,6 +690,15 @@ impl RunContext {
         live.len()
     }
 
+    /// `report.html` over this run's results (and the baseline run, when gating against one).
+    pub fn write_html(&self) -> Result<PathBuf, String> {
+        crate::report::html::write_for_run(
+            &self.opts.out_root,
+            self.opts.baseline.as_ref().map(|b| b.path.as_path()),
+            None,
+        )
+    }
+
     pub fn summary(&self) -> String {
         let (queries, job_polls) = self.opts.executor.queries();
         format!(

@@ -287,6 +287,33 @@ fn sim_hung_server_is_reported_as_not_answering() {
     assert_nothing_left(&job_dir(out.path(), SIM_LONG).unwrap());
 }
 
+#[test]
+fn lmeval_accuracy_below_expectation_fails_with_the_whole_verdict() {
+    // Real lm-eval on the local task, through the router, against servers that answer random text.
+    let out = tempfile::tempdir().unwrap();
+    let case = "disagg_accuracy_sim-acc_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
+    let o = harness(
+        "local",
+        "tests/exec_configs/roles",
+        out.path(),
+        case,
+        Some(SIM),
+    )
+    .output()
+    .unwrap();
+    let all = text(&o);
+    assert!(!o.status.success(), "{all}");
+    assert!(
+        all.contains("accuracy below expectation:\ntask tiny_greedy filter none metric exact_match: expected 1.0000, got 0.0000, threshold hypothesis_test ±0.1839 (detects regressions ≥ 0.2780), samples 40 — FAIL"),
+        "{all}"
+    );
+    let job = job_dir(out.path(), case).unwrap();
+    let scores: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.join("accuracy.json")).unwrap()).unwrap();
+    assert_eq!(scores["scores"][0]["samples"], 40);
+    assert_nothing_left(&job);
+}
+
 const TINY: &str = "disagg_perf_tiny-llama_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
 const TINY_LONG: &str = "disagg_perf_tiny-long_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
 

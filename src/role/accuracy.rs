@@ -129,7 +129,7 @@ fn lm_eval_command(
         }
     }
     CommandSpec {
-        program: ctx.tools.python.clone(),
+        program: ctx.tools.eval_python.clone(),
         args,
         env: ctx
             .spec

@@ -33,6 +33,8 @@ pub struct ServeSpec {
 pub struct Tools {
     /// The engine virtualenv's interpreter (vLLM, SGLang, TensorRT-LLM's Python entry points).
     pub python: PathBuf,
+    /// The interpreter with lm-eval (accuracy cases): `$SERVETEST_EVAL_PYTHON`, else the engine venv's.
+    pub eval_python: PathBuf,
     pub trtllm_serve: PathBuf,
     pub vllm_router: PathBuf,
     /// The servetest binary (native benchmark client).
@@ -176,8 +178,16 @@ impl Tools {
     /// Programs from the environment, else the project's virtualenvs under `root`, else PATH.
     pub fn resolve(root: &Path) -> Tools {
         let router = root.join(".venv/router/bin/vllm-router");
+        let venv = root.join(".venv/engine/bin/python");
         Tools {
             python: default_python(root),
+            eval_python: crate::env::eval_python().unwrap_or_else(|| {
+                if venv.exists() {
+                    venv
+                } else {
+                    default_python(root)
+                }
+            }),
             trtllm_serve: crate::env::trtllm_serve().unwrap_or_else(|| "trtllm-serve".into()),
             vllm_router: crate::env::vllm_router().unwrap_or_else(|| {
                 if router.exists() {

@@ -12,6 +12,7 @@ use crate::case::CaseSpec;
 fn tools() -> Tools {
     Tools {
         python: "/venv/bin/python".into(),
+        eval_python: "/venv/bin/python".into(),
         trtllm_serve: "trtllm-serve".into(),
         vllm_router: "vllm-router".into(),
         servetest: "/bin/servetest".into(),
