@@ -108,8 +108,10 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
     // Only cases that will really run are batched: valid, and supported on this GPU type.
     // libtest's own filters (positional, --exact, --skip, --ignored) are applied here too, so that a
     // filtered-out case is never submitted as part of a batch.
+    // cb cases drive the engine in-process from their trial: no job, no batch.
     let runnable: Vec<Arc<Case>> = chosen
         .iter()
+        .filter(|c| c.family.name != "cb")
         .filter(|c| c.is_valid() && c.gpu_ignore_reason(&gpu_type).is_none())
         .filter(|c| {
             let probe = probe(c, false);
@@ -147,6 +149,12 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
             .map(|_| env::output_path().join("junit.xml"))
     });
     let junit = Arc::new(JunitCollector::default());
+    // cb cases need the real engine; without it they are ignored with the install command.
+    let cb_missing = chosen
+        .iter()
+        .any(|c| c.family.name == "cb")
+        .then(|| crate::cb::engine(&crate::cb::project_root()).err())
+        .flatten();
     for case in chosen {
         if !listing {
             for v in case.violations.iter().filter(|v| !v.is_error()) {
@@ -155,7 +163,11 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         }
         // Unsupported GPU: ignored (shown, never dropped); forced runs with --include-ignored
         // still do not execute and say why.
-        let ignored = case.gpu_ignore_reason(&gpu_type);
+        let ignored = if case.family.name == "cb" {
+            cb_missing.clone()
+        } else {
+            case.gpu_ignore_reason(&gpu_type)
+        };
         if let (Some(why), false) = (&ignored, listing) {
             eprintln!("note: {} is ignored: {why}", case.name);
         }
@@ -323,6 +335,11 @@ fn run_case(
             errors.len(),
             errors.join("\n")
         )));
+    }
+    if case.family.name == "cb" {
+        let note = crate::cb::run(case).map_err(Failed::from)?;
+        eprintln!("{}: {note}", case.name);
+        return Ok(Completion::Completed);
     }
     if let Some(ctx) = ctx {
         ctx.run_trial(case).map_err(Failed::from)?;

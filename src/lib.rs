@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod case;
+pub mod cb;
 pub mod check;
 pub mod env;
 pub mod exec;

@@ -11,6 +11,7 @@ use servetest::env;
 use servetest::report_cases::{violations_text, CaseRow};
 
 mod bench_cmd;
+mod cb_cmd;
 mod serve_cmd;
 
 #[derive(Parser)]
@@ -69,6 +70,12 @@ enum Command {
         #[arg(long)]
         role: Option<String>,
     },
+    /// Continuous batching by hand: `cb run` drives vLLM's engine in-process like the seed's offline
+    /// inference scripts (and the cb cases).
+    Cb {
+        #[command(subcommand)]
+        what: CbCommand,
+    },
     /// Benchmark an OpenAI-compatible server (vLLM's metrics and output format).
     Bench(bench_cmd::BenchArgs),
     /// An OpenAI-compatible simulator with a latency model (for testing clients).
@@ -86,6 +93,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum CbCommand {
+    /// Run prompts through the engine and print the generated text (cb_spyre_inference.py's flags).
+    Run(cb_cmd::CbRunArgs),
 }
 
 #[derive(Subcommand)]
@@ -184,6 +197,16 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::from(1),
             }
         }
+        Command::Cb {
+            what: CbCommand::Run(args),
+        } => match cb_cmd::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Bench(args) => match bench_cmd::run(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),

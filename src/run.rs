@@ -81,6 +81,10 @@ pub fn executable(case: &Case) -> Result<(), String> {
     match &case.spec {
         Some(CaseSpec::Script(_)) => Ok(()),
         Some(CaseSpec::Disagg(_)) => Ok(()),
+        Some(CaseSpec::Cb(_)) => Err(format!(
+            "{}: cb cases run in the harness (in-process engine), not as jobs",
+            case.name
+        )),
         None => Err(format!("{}: the case did not load", case.name)),
     }
 }
@@ -528,7 +532,7 @@ impl RunContext {
         let spec = match &case.spec {
             Some(CaseSpec::Script(spec)) => spec,
             Some(CaseSpec::Disagg(spec)) => return self.disagg_metrics(case, spec, id),
-            None => return Ok(Vec::new()),
+            Some(CaseSpec::Cb(_)) | None => return Ok(Vec::new()),
         };
         let Some(m) = &spec.metrics else {
             return Ok(Vec::new());

@@ -194,3 +194,34 @@ async fn vllm_serves_streaming_completions_with_logprobs_benchmarks_and_stops_cl
         live_members(pgid)
     );
 }
+
+/// A cb step case with a deliberately wrong row fails, showing the first differing step side by side.
+#[test]
+fn a_wrong_cb_step_row_fails_with_the_side_by_side_diff() {
+    tiny_model();
+    let out = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["test", "--config-dir"])
+        .arg(root().join("tests/fixtures/cb-wrong"))
+        .current_dir(root())
+        .env("OUTPUT_PATH", out.path())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{all}");
+    assert!(
+        all.contains("first differing step\nstep 2:\n  field            expected  actual\n"),
+        "{all}"
+    );
+    assert!(all.contains("≠ running          []        [A]"), "{all}");
+    assert!(all.contains("  request_outputs  [A]       [A]"), "{all}");
+    assert!(all.contains("≠ n_used_blocks    3         2"), "{all}");
+    assert!(
+        all.contains("trace.jsonl"),
+        "the trace path is shown: {all}"
+    );
+}

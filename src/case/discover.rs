@@ -79,9 +79,12 @@ pub fn discover(paths: &[PathBuf]) -> Discovery {
     let mut cases: Vec<Case> = placed
         .par_iter()
         .map(|(file, fam, cat)| Case::load(file, fam, cat))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(Case::expand)
         .collect();
     cases.sort_by(|a, b| a.path.cmp(&b.path));
-    cases.dedup_by(|a, b| a.path == b.path);
+    cases.dedup_by(|a, b| a.path == b.path && a.name == b.name);
 
     let mut seen: HashMap<&str, &Path> = HashMap::new();
     for case in &cases {

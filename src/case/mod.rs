@@ -1,5 +1,6 @@
 //! Cases: the YAML files under `test_configs/{family}/{category}/`, typed, validated and named.
 
+pub mod cb;
 pub mod discover;
 pub mod load;
 pub mod locate;
@@ -57,6 +58,11 @@ pub static FAMILIES: &[Family] = &[
         categories: &["perf", "accuracy"],
         load: script::load,
     },
+    Family {
+        name: "cb",
+        categories: &["steps", "output"],
+        load: cb::load,
+    },
 ];
 
 pub fn family(name: &str) -> Option<&'static Family> {
@@ -79,6 +85,7 @@ fn load_disagg(text: &str, category: &str, stem: &str) -> Loaded {
 pub enum CaseSpec {
     Disagg(Box<DisaggSpec>),
     Script(Box<script::ScriptSpec>),
+    Cb(Box<cb::CbSpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -141,9 +148,63 @@ impl Case {
         }
     }
 
-    /// The libtest-mimic kind shown as `[kind]`.
+    /// The libtest-mimic kind shown as `[kind]`: the category, `cb` for the cb family.
     pub fn kind(&self) -> &str {
-        &self.category
+        if self.family.name == "cb" {
+            "cb"
+        } else {
+            &self.category
+        }
+    }
+
+    /// A cb case with a `matrix:` (or under `SERVETEST_CB_MODELS`) becomes one case per combination,
+    /// named `<name>[key=value,…]`; every other case is itself.
+    pub fn expand(self) -> Vec<Case> {
+        let Some(CaseSpec::Cb(spec)) = &self.spec else {
+            return vec![self];
+        };
+        if !self.is_valid() {
+            return vec![self];
+        }
+        let models: Vec<String> = std::env::var(crate::cb::MODELS_ENV)
+            .ok()
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (suffix, variant) in spec.expand() {
+            if models.is_empty() {
+                out.push((suffix, variant));
+                continue;
+            }
+            for m in &models {
+                let mut v = variant.clone();
+                v.model = m.clone();
+                let label = std::path::Path::new(m)
+                    .file_name()
+                    .map_or(m.clone(), |f| f.to_string_lossy().into_owned());
+                let suffix = match suffix.strip_suffix(']') {
+                    Some(open) => format!("{open},model={label}]"),
+                    None => format!("[model={label}]"),
+                };
+                out.push((suffix, v));
+            }
+        }
+        if out.len() == 1 && out[0].0.is_empty() {
+            return vec![self];
+        }
+        out.into_iter()
+            .map(|(suffix, variant)| Case {
+                name: format!("{}{suffix}", self.name),
+                spec: Some(CaseSpec::Cb(Box::new(variant))),
+                ..self.clone()
+            })
+            .collect()
     }
 
     pub fn errors(&self) -> impl Iterator<Item = &Violation> {
@@ -162,7 +223,10 @@ impl Case {
     }
 
     pub fn model(&self) -> Option<&str> {
-        self.disagg().map(|s| s.metadata.model_name.as_str())
+        match &self.spec {
+            Some(CaseSpec::Cb(s)) => Some(s.model.as_str()),
+            _ => self.disagg().map(|s| s.metadata.model_name.as_str()),
+        }
     }
 
     /// `None`: the case runs on any GPU type.
@@ -170,7 +234,7 @@ impl Case {
         match &self.spec {
             Some(CaseSpec::Disagg(s)) => s.metadata.supported_gpus.as_deref(),
             Some(CaseSpec::Script(s)) => s.metadata.supported_gpus.as_deref(),
-            None => None,
+            Some(CaseSpec::Cb(_)) | None => None,
         }
     }
 
@@ -189,7 +253,7 @@ impl Case {
 
     /// Total GPUs one job of this case occupies (all ctx and gen workers).
     pub fn total_gpus(&self) -> Option<u64> {
-        if let Some(CaseSpec::Script(_)) = &self.spec {
+        if let Some(CaseSpec::Script(_) | CaseSpec::Cb(_)) = &self.spec {
             return Some(0);
         }
         let s = self.disagg()?;

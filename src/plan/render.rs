@@ -105,87 +105,93 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         key: key.to_owned(),
         reason,
     };
-    let (fields, env, steps) = match spec {
-        CaseSpec::Disagg(s) => {
-            let env = match &s.environment.worker_env_var {
-                Some(text) => parse_env_assignments(text)
-                    .map_err(|r| value_err("environment.worker_env_var", r))?,
-                None => Vec::new(),
-            };
-            let gpus = case.total_gpus().unwrap_or(0);
-            let per_node = s.hardware.gpus_per_node.max(1);
-            let fields = SlurmFields {
-                partition: Some(s.slurm.partition.clone()),
-                account: Some(s.slurm.account.clone()),
-                job_time: s.slurm.job_time.clone(),
-                extra_args: s.slurm.extra_args.clone(),
-                nodes: gpus.div_ceil(per_node).max(1),
-                gpus_per_node: per_node,
-                container_image: s.environment.container_image.clone(),
-                container_mounts: s.environment.container_mount.clone(),
-            };
-            let roles = crate::role::Role::all(s);
-            let steps: Vec<PlannedStep> = roles
-                .into_iter()
-                .map(|role| {
-                    let gpus = match role {
-                        crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
-                        crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
-                        _ => 0,
-                    };
-                    let name = role.to_string();
-                    PlannedStep {
-                        log: dir.join(format!("{}.log", name.to_lowercase())),
-                        argv: vec![
-                            "env".into(),
-                            format!("DISAGG_SERVING_TYPE={name}"),
-                            input.servetest.display().to_string(),
-                            "role".into(),
-                            "--case".into(),
-                            case_path.display().to_string(),
-                            "--out".into(),
-                            dir.display().to_string(),
-                        ],
-                        name,
-                        ntasks: 1,
-                        nodes: gpus.div_ceil(per_node).max(1),
-                        gpus,
-                    }
-                })
-                .collect();
-            (fields, env, steps)
-        }
-        CaseSpec::Script(s) => {
-            let fields = SlurmFields {
-                partition: s.slurm.partition.clone(),
-                account: s.slurm.account.clone(),
-                job_time: s.slurm.job_time.clone(),
-                extra_args: s.slurm.extra_args.clone(),
-                nodes: 1,
-                gpus_per_node: 0,
-                container_image: None,
-                container_mounts: None,
-            };
-            let env = s
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let steps = s
-                .steps
-                .iter()
-                .map(|st| PlannedStep {
-                    name: st.name.clone(),
-                    argv: st.command(),
-                    ntasks: st.ntasks,
+    let (fields, env, steps) =
+        match spec {
+            CaseSpec::Cb(_) => return Err(value_err(
+                "family",
+                "cb cases drive the engine in-process from the harness; they have no job script"
+                    .into(),
+            )),
+            CaseSpec::Disagg(s) => {
+                let env = match &s.environment.worker_env_var {
+                    Some(text) => parse_env_assignments(text)
+                        .map_err(|r| value_err("environment.worker_env_var", r))?,
+                    None => Vec::new(),
+                };
+                let gpus = case.total_gpus().unwrap_or(0);
+                let per_node = s.hardware.gpus_per_node.max(1);
+                let fields = SlurmFields {
+                    partition: Some(s.slurm.partition.clone()),
+                    account: Some(s.slurm.account.clone()),
+                    job_time: s.slurm.job_time.clone(),
+                    extra_args: s.slurm.extra_args.clone(),
+                    nodes: gpus.div_ceil(per_node).max(1),
+                    gpus_per_node: per_node,
+                    container_image: s.environment.container_image.clone(),
+                    container_mounts: s.environment.container_mount.clone(),
+                };
+                let roles = crate::role::Role::all(s);
+                let steps: Vec<PlannedStep> = roles
+                    .into_iter()
+                    .map(|role| {
+                        let gpus = match role {
+                            crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
+                            crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
+                            _ => 0,
+                        };
+                        let name = role.to_string();
+                        PlannedStep {
+                            log: dir.join(format!("{}.log", name.to_lowercase())),
+                            argv: vec![
+                                "env".into(),
+                                format!("DISAGG_SERVING_TYPE={name}"),
+                                input.servetest.display().to_string(),
+                                "role".into(),
+                                "--case".into(),
+                                case_path.display().to_string(),
+                                "--out".into(),
+                                dir.display().to_string(),
+                            ],
+                            name,
+                            ntasks: 1,
+                            nodes: gpus.div_ceil(per_node).max(1),
+                            gpus,
+                        }
+                    })
+                    .collect();
+                (fields, env, steps)
+            }
+            CaseSpec::Script(s) => {
+                let fields = SlurmFields {
+                    partition: s.slurm.partition.clone(),
+                    account: s.slurm.account.clone(),
+                    job_time: s.slurm.job_time.clone(),
+                    extra_args: s.slurm.extra_args.clone(),
                     nodes: 1,
-                    gpus: 0,
-                    log: dir.join(format!("{}.log", st.name)),
-                })
-                .collect();
-            (fields, env, steps)
-        }
-    };
+                    gpus_per_node: 0,
+                    container_image: None,
+                    container_mounts: None,
+                };
+                let env = s
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let steps = s
+                    .steps
+                    .iter()
+                    .map(|st| PlannedStep {
+                        name: st.name.clone(),
+                        argv: st.command(),
+                        ntasks: st.ntasks,
+                        nodes: 1,
+                        gpus: 0,
+                        log: dir.join(format!("{}.log", st.name)),
+                    })
+                    .collect();
+                (fields, env, steps)
+            }
+        };
 
     let mut overrides = Vec::new();
     let profile = input.profile;

@@ -1,0 +1,352 @@
+//! The `cb` family (continuous batching, seed 002): `test_configs/cb/{steps,output}/*.yaml`, run
+//! against vLLM's engine in-process by `scripts/cb-driver` (see `crate::cb`).
+//!
+//! ```yaml
+//! model: tiny                 # the built-in tiny model (models/tiny), or a model directory
+//! max_model_len: 256
+//! max_num_seqs: 2
+//! block_size: 32              # vLLM's CPU attention needs a multiple of 32
+//! num_blocks: 12              # optional: fix the KV cache size (blocks), to force waiting/preemption
+//! max_num_batched_tokens: 512 # optional: the per-step token budget (chunked prefill)
+//! prompts:                    # `len` (deterministic token ids) or `text`; added before step add_step
+//!   - {id: A, len: 40, max_tokens: 3, add_step: 0}
+//! steps:                      # category steps: only the fields written are asserted
+//!   - {step: 1, waiting: [], running: [A], request_outputs: [A], n_used_blocks: 2}
+//! logprobs: 5                 # category output: top-N compared with the transformers reference
+//! rel_tol: 0.35               # default as in the seed; abs_tol optional
+//! matrix:                     # optional: one trial per combination, e.g. `…[max_num_seqs=2]`
+//!   max_num_seqs: [1, 2]
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::load::parse_spec;
+use super::violation::Violation;
+use super::{CaseSpec, Loaded};
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct CbSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "tiny")]
+    pub model: String,
+    pub max_model_len: u64,
+    pub max_num_seqs: u64,
+    #[serde(default = "block")]
+    pub block_size: u64,
+    #[serde(default)]
+    pub num_blocks: Option<u64>,
+    #[serde(default)]
+    pub max_num_batched_tokens: Option<u64>,
+    pub prompts: Vec<Prompt>,
+    #[serde(default)]
+    pub steps: Vec<StepRow>,
+    #[serde(default)]
+    pub logprobs: Option<u64>,
+    #[serde(default)]
+    pub rel_tol: Option<f64>,
+    #[serde(default)]
+    pub abs_tol: Option<f64>,
+    /// Field name → values; every combination becomes its own trial.
+    #[serde(default, skip_serializing)]
+    pub matrix: BTreeMap<String, Vec<serde_yaml::Value>>,
+}
+
+fn tiny() -> String {
+    "tiny".to_owned()
+}
+
+fn block() -> u64 {
+    32
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Prompt {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+    /// Varies the token ids of `len` prompts.
+    #[serde(default)]
+    pub seed: u64,
+    pub max_tokens: u64,
+    #[serde(default)]
+    pub add_step: u64,
+}
+
+/// One expected row; `None` fields are not asserted.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct StepRow {
+    pub step: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_outputs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_requests: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_used_blocks: Option<u64>,
+    /// Spyre-only quantities: vLLM's CPU engine has no equivalent, so asserting them fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_reserved_blocks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tkv: Option<u64>,
+}
+
+fn known_fields(path: &str) -> Option<&'static [&'static str]> {
+    use serde_aux::serde_introspection::serde_introspect as fields;
+    Some(match path {
+        "" => fields::<CbSpec>(),
+        p if p.starts_with("prompts.") && p[8..].parse::<usize>().is_ok() => fields::<Prompt>(),
+        p if p.starts_with("steps.") && p[6..].parse::<usize>().is_ok() => fields::<StepRow>(),
+        _ => return None,
+    })
+}
+
+/// Fields a `matrix:` may vary.
+const MATRIX_FIELDS: &[&str] = &[
+    "max_num_seqs",
+    "max_model_len",
+    "block_size",
+    "num_blocks",
+    "max_num_batched_tokens",
+    "max_tokens",
+    "prompt_len",
+    "logprobs",
+];
+
+pub fn load(text: &str, category: &str, _stem: &str) -> Loaded {
+    let (spec, mut violations) = parse_spec::<CbSpec>(text, known_fields);
+    let Some(spec) = spec else {
+        return (None, violations);
+    };
+    violations.extend(validate(&spec, category));
+    (Some(CaseSpec::Cb(Box::new(spec))), violations)
+}
+
+pub fn validate(spec: &CbSpec, category: &str) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if spec.prompts.is_empty() {
+        v.push(Violation::error("prompts", "needs at least one prompt"));
+    }
+    for key in ["max_num_seqs", "max_model_len", "block_size"] {
+        let value = match key {
+            "max_num_seqs" => spec.max_num_seqs,
+            "max_model_len" => spec.max_model_len,
+            _ => spec.block_size,
+        };
+        if value == 0 {
+            v.push(Violation::error(key, "must be at least 1"));
+        }
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (i, p) in spec.prompts.iter().enumerate() {
+        let key = format!("prompts.{i}");
+        if !ids.insert(p.id.as_str()) {
+            v.push(Violation::error(
+                format!("{key}.id"),
+                format!("duplicate id `{}`", p.id),
+            ));
+        }
+        match (&p.text, p.len) {
+            (Some(_), Some(_)) => v.push(Violation::error(&key, "give `text` or `len`, not both")),
+            (None, None) => v.push(Violation::error(&key, "needs `text` or `len`")),
+            (None, Some(0)) => v.push(Violation::error(format!("{key}.len"), "must be at least 1")),
+            _ => {}
+        }
+        if p.max_tokens == 0 {
+            v.push(Violation::error(
+                format!("{key}.max_tokens"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(len) = p.len {
+            if len + p.max_tokens > spec.max_model_len {
+                v.push(Violation::error(
+                    &key,
+                    format!(
+                        "len {len} + max_tokens {} exceeds max_model_len {}",
+                        p.max_tokens, spec.max_model_len
+                    ),
+                ));
+            }
+        }
+    }
+    match category {
+        "steps" => {
+            if spec.steps.is_empty() {
+                v.push(Violation::error(
+                    "steps",
+                    "a steps case needs the expected table",
+                ));
+            }
+            let mut last = None;
+            for (i, row) in spec.steps.iter().enumerate() {
+                if last.is_some_and(|l| row.step <= l) {
+                    v.push(Violation::error(
+                        format!("steps.{i}.step"),
+                        format!(
+                            "steps must increase (step {} after {})",
+                            row.step,
+                            last.unwrap_or(0)
+                        ),
+                    ));
+                }
+                last = Some(row.step);
+                let lists = [
+                    &row.waiting,
+                    &row.running,
+                    &row.request_outputs,
+                    &row.finished_requests,
+                ];
+                for id in lists.into_iter().flatten().flatten() {
+                    if !ids.contains(id.as_str()) {
+                        v.push(Violation::error(
+                            format!("steps.{i}"),
+                            format!("names request `{id}`, which is not in prompts"),
+                        ));
+                    }
+                }
+            }
+        }
+        "output" => {
+            if !spec.steps.is_empty() {
+                v.push(Violation::error(
+                    "steps",
+                    "an output case has no step table (use category steps)",
+                ));
+            }
+            if spec.rel_tol.is_some_and(|t| !(0.0..=10.0).contains(&t)) {
+                v.push(Violation::error("rel_tol", "must be between 0 and 10"));
+            }
+        }
+        _ => {}
+    }
+    for (key, values) in &spec.matrix {
+        if !MATRIX_FIELDS.contains(&key.as_str()) {
+            v.push(Violation::error(
+                format!("matrix.{key}"),
+                format!("cannot vary `{key}` (one of: {})", MATRIX_FIELDS.join(", ")),
+            ));
+        } else if values.is_empty() {
+            v.push(Violation::error(
+                format!("matrix.{key}"),
+                "needs at least one value",
+            ));
+        } else if values.iter().any(|x| x.as_u64().is_none()) {
+            v.push(Violation::error(
+                format!("matrix.{key}"),
+                "values must be positive integers",
+            ));
+        }
+    }
+    v
+}
+
+impl CbSpec {
+    /// Every combination of `matrix` as (name suffix, spec); one `("", self)` without a matrix.
+    /// `max_tokens` and `prompt_len` apply to every prompt.
+    pub fn expand(&self) -> Vec<(String, CbSpec)> {
+        let mut combos: Vec<Vec<(String, u64)>> = vec![Vec::new()];
+        for (key, values) in &self.matrix {
+            let values: Vec<u64> = values.iter().filter_map(|v| v.as_u64()).collect();
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((key.clone(), *v));
+                        c
+                    })
+                })
+                .collect();
+        }
+        combos
+            .into_iter()
+            .map(|combo| {
+                let mut spec = self.clone();
+                spec.matrix.clear();
+                for (key, v) in &combo {
+                    match key.as_str() {
+                        "max_num_seqs" => spec.max_num_seqs = *v,
+                        "max_model_len" => spec.max_model_len = *v,
+                        "block_size" => spec.block_size = *v,
+                        "num_blocks" => spec.num_blocks = Some(*v),
+                        "max_num_batched_tokens" => spec.max_num_batched_tokens = Some(*v),
+                        "logprobs" => spec.logprobs = Some(*v),
+                        "max_tokens" => spec.prompts.iter_mut().for_each(|p| p.max_tokens = *v),
+                        "prompt_len" => spec.prompts.iter_mut().for_each(|p| {
+                            p.text = None;
+                            p.len = Some(*v);
+                        }),
+                        _ => {}
+                    }
+                }
+                let suffix = if combo.is_empty() {
+                    String::new()
+                } else {
+                    let parts: Vec<String> =
+                        combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("[{}]", parts.join(","))
+                };
+                (suffix, spec)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "max_model_len: 128\nmax_num_seqs: 2\nprompts:\n  - {id: A, len: 40, max_tokens: 4}\n  - {id: B, text: hello, max_tokens: 2, add_step: 1}\n";
+
+    #[test]
+    fn matrix_expands_to_named_combinations() {
+        let text =
+            format!("{BASE}logprobs: 3\nmatrix:\n  max_num_seqs: [1, 2]\n  max_tokens: [2, 8]\n");
+        let (spec, v) = load(&text, "output", "x");
+        assert!(v.is_empty(), "{v:?}");
+        let Some(CaseSpec::Cb(spec)) = spec else {
+            panic!()
+        };
+        let all = spec.expand();
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "[max_num_seqs=1,max_tokens=2]",
+                "[max_num_seqs=1,max_tokens=8]",
+                "[max_num_seqs=2,max_tokens=2]",
+                "[max_num_seqs=2,max_tokens=8]"
+            ]
+        );
+        assert_eq!(all[3].1.max_num_seqs, 2);
+        assert!(all[3].1.prompts.iter().all(|p| p.max_tokens == 8));
+        assert!(all[3].1.matrix.is_empty());
+    }
+
+    #[test]
+    fn bad_cases_are_reported_all_at_once() {
+        let text = "max_model_len: 50\nmax_num_seqs: 0\nprompts:\n  - {id: A, len: 40, max_tokens: 20}\n  - {id: A, text: x, len: 3, max_tokens: 1}\nsteps:\n  - {step: 2, running: [Z]}\n  - {step: 1}\nmatrix: {temperature: [1]}\nbogus: 1\n";
+        let (_, v) = load(text, "steps", "x");
+        let keys: Vec<(&str, &str)> = v
+            .iter()
+            .map(|v| (v.key.as_str(), v.reason.as_str()))
+            .collect();
+        let has = |k: &str, r: &str| keys.iter().any(|(kk, rr)| *kk == k && rr.contains(r));
+        assert!(has("max_num_seqs", "at least 1"), "{keys:?}");
+        assert!(has("prompts.0", "exceeds max_model_len 50"), "{keys:?}");
+        assert!(has("prompts.1.id", "duplicate id `A`"), "{keys:?}");
+        assert!(has("prompts.1", "not both"), "{keys:?}");
+        assert!(has("steps.0", "`Z`"), "{keys:?}");
+        assert!(has("steps.1.step", "must increase"), "{keys:?}");
+        assert!(has("matrix.temperature", "cannot vary"), "{keys:?}");
+        assert!(keys.iter().any(|(k, _)| *k == "bogus"), "{keys:?}");
+    }
+}
