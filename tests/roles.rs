@@ -287,6 +287,88 @@ fn sim_hung_server_is_reported_as_not_answering() {
     assert_nothing_left(&job_dir(out.path(), SIM_LONG).unwrap());
 }
 
+/// Live processes whose command line mentions `needle` (e.g. a test's output directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cmd = String::from_utf8_lossy(
+            &std::fs::read(entry.path().join("cmdline")).unwrap_or_default(),
+        )
+        .replace('\0', " ");
+        if cmd.contains(needle) {
+            found.push(cmd);
+        }
+    }
+    found
+}
+
+#[test]
+fn sim_benchmark_killed_hard_still_stops_every_server() {
+    // SIGKILL leaves no status file: the servers must notice BENCHMARK's silence and stop.
+    let out = tempfile::tempdir().unwrap();
+    let mut child = harness(
+        "local",
+        "tests/exec_configs/roles",
+        out.path(),
+        SIM_LONG,
+        Some(SIM),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_load(
+        &mut child,
+        out.path(),
+        SIM_LONG,
+        "GEN_0",
+        Duration::from_secs(60),
+    );
+    let job = job_dir(out.path(), SIM_LONG).unwrap();
+    let bench = record(&job, "BENCHMARK").expect("BENCHMARK publishes its heartbeat");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bench["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let all = finish(child);
+    assert_eq!(tracker_state(out.path(), SIM_LONG), "FAILED", "{all}");
+    assert!(!job.join("benchmark_status.txt").exists());
+    for role in ROLES {
+        let r = record(&job, role).unwrap();
+        assert_eq!(r["state"], "stopped", "{role}: {r}");
+        if role != "DISAGG_SERVER" || r["reason"].is_string() {
+            assert!(
+                r["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("BENCHMARK went silent"),
+                "{role}: {r}"
+            );
+        }
+    }
+    assert_nothing_left(&job);
+    // The orphaned load client ends too (its target is gone).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let needle = out.path().display().to_string();
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            processes_mentioning(&needle)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn lmeval_accuracy_below_expectation_fails_with_the_whole_verdict() {
     // Real lm-eval on the local task, through the router, against servers that answer random text.

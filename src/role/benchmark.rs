@@ -25,8 +25,42 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The log the clients write to; the harness reads the metrics from it.
 pub const CLIENT_LOG: &str = "benchmark.client.log";
 
+/// How often BENCHMARK refreshes its record: the servers' proof that it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn run(ctx: &RoleContext) -> Result<(), String> {
+    // A heartbeat in BENCHMARK.json: if this process dies without writing the status (SIGKILL, OOM),
+    // the servers notice the silence and stop, so the job ends instead of idling to its time limit.
+    let mut record = RoleRecord {
+        role: Role::Benchmark.to_string(),
+        host: ctx.host.clone(),
+        port: 0,
+        bootstrap_port: None,
+        log: ctx.rdv.dir().join(CLIENT_LOG),
+        state: RoleState::Ready,
+        reason: None,
+        pid: Some(std::process::id()),
+        updated: 0.0,
+    };
+    ctx.rdv.publish(&mut record)?;
+    let rdv = ctx.rdv.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            let _ = rdv.publish(&mut record);
+        }
+    });
     let result = drive(ctx).await;
+    beat.abort();
+    if let Some(mut rec) = ctx.rdv.read(&Role::Benchmark.to_string()) {
+        rec.state = if result.is_ok() {
+            RoleState::Stopped
+        } else {
+            RoleState::Failed
+        };
+        rec.reason = result.as_ref().err().cloned();
+        ctx.rdv.publish(&mut rec)?;
+    }
     let status = match &result {
         Ok(()) => Status::Done,
         Err(reason) => Status::Failed(reason.clone()),

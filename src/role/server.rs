@@ -237,6 +237,12 @@ async fn supervise(
                 if ctx.rdv.status().is_some() {
                     break Ok(());
                 }
+                if let Some(silence) = benchmark_silence(ctx) {
+                    break Err(format!(
+                        "BENCHMARK went silent ({} s without a heartbeat and no status): stopping",
+                        silence.as_secs()
+                    ));
+                }
                 if record.state == RoleState::Starting
                     && http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
                 {
@@ -255,6 +261,20 @@ async fn supervise(
     }
     eprintln!("{}: server stopped", record.role);
     outcome
+}
+
+/// BENCHMARK refreshes its record every few seconds; this long without it means it died.
+const BENCHMARK_SILENCE: Duration = Duration::from_secs(30);
+
+/// `Some(how long)` when BENCHMARK published once and has been silent longer than allowed.
+fn benchmark_silence(ctx: &RoleContext) -> Option<Duration> {
+    let rec = ctx.rdv.read(&Role::Benchmark.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let silence = Duration::from_secs_f64((now - rec.updated).max(0.0));
+    (silence > BENCHMARK_SILENCE).then_some(silence)
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
