@@ -8,6 +8,7 @@ pub mod env;
 pub mod exec;
 pub mod fsutil;
 pub mod harness;
+pub mod latency;
 pub mod plan;
 pub mod report;
 pub mod report_cases;

@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         what: CbCommand,
     },
+    /// The job step of a `latency` case: prefill/decode latency over its grid, with FLOPs and MFU.
+    Latency {
+        #[command(subcommand)]
+        what: LatencyCommand,
+    },
     /// Benchmark an OpenAI-compatible server (vLLM's metrics and output format).
     Bench(bench_cmd::BenchArgs),
     /// An OpenAI-compatible simulator with a latency model (for testing clients).
@@ -92,6 +97,17 @@ enum Command {
         paths: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LatencyCommand {
+    /// Run a latency case (what its job step runs); results in OUT/job-<id>/latency.csv.
+    Run {
+        #[arg(long)]
+        case: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -197,6 +213,15 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::from(1),
             }
         }
+        Command::Latency {
+            what: LatencyCommand::Run { case, out },
+        } => match servetest::latency::run(&case, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Cb {
             what: CbCommand::Run(args),
         } => match cb_cmd::run(args) {

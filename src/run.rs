@@ -80,7 +80,7 @@ impl Progress {
 pub fn executable(case: &Case) -> Result<(), String> {
     match &case.spec {
         Some(CaseSpec::Script(_)) => Ok(()),
-        Some(CaseSpec::Disagg(_)) => Ok(()),
+        Some(CaseSpec::Disagg(_) | CaseSpec::Latency(_)) => Ok(()),
         Some(CaseSpec::Cb(_)) => Err(format!(
             "{}: cb cases run in the harness (in-process engine), not as jobs",
             case.name
@@ -527,11 +527,41 @@ impl RunContext {
         })
     }
 
+    /// Rows a family's job step wrote to `job-<id>/rows.json` (latency points); none fails the trial.
+    fn step_rows(&self, case: &Case, id: &str) -> Result<Vec<Block>, String> {
+        let path = self
+            .case_dir(case)
+            .join(format!("job-{id}"))
+            .join(crate::latency::ROWS_FILE);
+        let rows: Vec<crate::latency::RowOut> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                format!(
+                    "{}: job {id} completed but left no results at {}{}",
+                    case.name,
+                    path.display(),
+                    self.tails(case, id)
+                )
+            })?;
+        if rows.is_empty() {
+            return Err(format!("{}: {} holds no rows", case.name, path.display()));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| Block {
+                concurrency: r.concurrency,
+                metrics: r.metrics,
+            })
+            .collect())
+    }
+
     /// The metrics a case asks for, from its step's log; none found fails the trial.
     fn collect_metrics(&self, case: &Case, id: &str) -> Result<Vec<Block>, String> {
         let spec = match &case.spec {
             Some(CaseSpec::Script(spec)) => spec,
             Some(CaseSpec::Disagg(spec)) => return self.disagg_metrics(case, spec, id),
+            Some(CaseSpec::Latency(_)) => return self.step_rows(case, id),
             Some(CaseSpec::Cb(_)) | None => return Ok(Vec::new()),
         };
         let Some(m) = &spec.metrics else {

@@ -2,6 +2,7 @@
 
 pub mod cb;
 pub mod discover;
+pub mod latency;
 pub mod load;
 pub mod locate;
 pub mod name;
@@ -59,6 +60,11 @@ pub static FAMILIES: &[Family] = &[
         load: script::load,
     },
     Family {
+        name: "latency",
+        categories: &["perf"],
+        load: latency::load,
+    },
+    Family {
         name: "cb",
         categories: &["steps", "output"],
         load: cb::load,
@@ -86,6 +92,7 @@ pub enum CaseSpec {
     Disagg(Box<DisaggSpec>),
     Script(Box<script::ScriptSpec>),
     Cb(Box<cb::CbSpec>),
+    Latency(Box<latency::LatencySpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +232,7 @@ impl Case {
     pub fn model(&self) -> Option<&str> {
         match &self.spec {
             Some(CaseSpec::Cb(s)) => Some(s.model.as_str()),
+            Some(CaseSpec::Latency(s)) => Some(s.model.as_str()),
             _ => self.disagg().map(|s| s.metadata.model_name.as_str()),
         }
     }
@@ -234,6 +242,7 @@ impl Case {
         match &self.spec {
             Some(CaseSpec::Disagg(s)) => s.metadata.supported_gpus.as_deref(),
             Some(CaseSpec::Script(s)) => s.metadata.supported_gpus.as_deref(),
+            Some(CaseSpec::Latency(s)) => s.supported_gpus.as_deref(),
             Some(CaseSpec::Cb(_)) | None => None,
         }
     }
@@ -253,7 +262,7 @@ impl Case {
 
     /// Total GPUs one job of this case occupies (all ctx and gen workers).
     pub fn total_gpus(&self) -> Option<u64> {
-        if let Some(CaseSpec::Script(_) | CaseSpec::Cb(_)) = &self.spec {
+        if let Some(CaseSpec::Script(_) | CaseSpec::Cb(_) | CaseSpec::Latency(_)) = &self.spec {
             return Some(0);
         }
         let s = self.disagg()?;

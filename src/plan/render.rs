@@ -161,6 +161,35 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                     .collect();
                 (fields, env, steps)
             }
+            CaseSpec::Latency(s) => {
+                let fields = SlurmFields {
+                    partition: s.slurm.partition.clone(),
+                    account: s.slurm.account.clone(),
+                    job_time: s.slurm.job_time.clone(),
+                    extra_args: s.slurm.extra_args.clone(),
+                    nodes: 1,
+                    gpus_per_node: 0,
+                    container_image: None,
+                    container_mounts: None,
+                };
+                let step = PlannedStep {
+                    name: "latency".into(),
+                    argv: vec![
+                        input.servetest.display().to_string(),
+                        "latency".into(),
+                        "run".into(),
+                        "--case".into(),
+                        case_path.display().to_string(),
+                        "--out".into(),
+                        dir.display().to_string(),
+                    ],
+                    ntasks: 1,
+                    nodes: 1,
+                    gpus: 0,
+                    log: dir.join("latency.log"),
+                };
+                (fields, Vec::new(), vec![step])
+            }
             CaseSpec::Script(s) => {
                 let fields = SlurmFields {
                     partition: s.slurm.partition.clone(),

@@ -235,10 +235,11 @@ pub fn render(
     let mut cases = Vec::new();
     for case in by_case.values() {
         let first = case.rows[0];
+        // Serving-benchmark rows get charts; other rows (accuracy, latency grids) a metric table.
         let perf = case
             .rows
             .iter()
-            .any(|r| r.concurrency.is_some() && !r.metrics.is_empty());
+            .any(|r| r.concurrency.is_some() && r.metrics.contains_key("median_ttft_ms"));
         let charts = if perf { case_charts(case)? } else { Vec::new() };
         // Perf rows get the fixed columns; other rows (accuracy) list whatever metrics they carry.
         let (header, table): (Vec<String>, Vec<Vec<String>>) = if perf {
