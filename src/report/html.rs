@@ -264,7 +264,13 @@ pub fn render(
                 .collect();
             (header, table)
         } else {
-            let header = vec!["metric".to_owned(), "value".to_owned(), "state".to_owned()];
+            let header = vec![
+                "metric".to_owned(),
+                "concurrency".to_owned(),
+                "value".to_owned(),
+                "state".to_owned(),
+            ];
+            let conc = |r: &Row| r.concurrency.map_or("-".to_owned(), |c| c.to_string());
             let table = case
                 .rows
                 .iter()
@@ -272,13 +278,16 @@ pub fn render(
                     if r.metrics.is_empty() {
                         vec![vec![
                             "(no metrics)".to_owned(),
+                            conc(r),
                             "-".to_owned(),
                             r.state.clone(),
                         ]]
                     } else {
                         r.metrics
                             .iter()
-                            .map(|(k, v)| vec![k.clone(), format!("{v:.4}"), r.state.clone()])
+                            .map(|(k, v)| {
+                                vec![k.clone(), conc(r), format!("{v:.4}"), r.state.clone()]
+                            })
                             .collect()
                     }
                 })
