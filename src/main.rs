@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         what: CbCommand,
     },
+    /// The job step of an `aggregated` case (seed 000): serve each model, inference checks, sweep.
+    Aggregated {
+        #[command(subcommand)]
+        what: AggregatedCommand,
+    },
     /// The job step of a `latency` case: prefill/decode latency over its grid, with FLOPs and MFU.
     Latency {
         #[command(subcommand)]
@@ -97,6 +102,20 @@ enum Command {
         paths: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AggregatedCommand {
+    /// Run an aggregated case (what its job step runs); results under OUT/<YYYYmmdd_HHMM>/.
+    Run {
+        #[arg(long)]
+        case: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip what an earlier inference_results.csv or summary.csv recorded (repeatable).
+        #[arg(long)]
+        resume_csv: Vec<PathBuf>,
     },
 }
 
@@ -213,6 +232,20 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::from(1),
             }
         }
+        Command::Aggregated {
+            what:
+                AggregatedCommand::Run {
+                    case,
+                    out,
+                    resume_csv,
+                },
+        } => match servetest::aggregated::run(&case, &out, &resume_csv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Latency {
             what: LatencyCommand::Run { case, out },
         } => match servetest::latency::run(&case, &out) {

@@ -80,7 +80,7 @@ impl Progress {
 pub fn executable(case: &Case) -> Result<(), String> {
     match &case.spec {
         Some(CaseSpec::Script(_)) => Ok(()),
-        Some(CaseSpec::Disagg(_) | CaseSpec::Latency(_)) => Ok(()),
+        Some(CaseSpec::Disagg(_) | CaseSpec::Latency(_) | CaseSpec::Aggregated(_)) => Ok(()),
         Some(CaseSpec::Cb(_)) => Err(format!(
             "{}: cb cases run in the harness (in-process engine), not as jobs",
             case.name
@@ -544,9 +544,7 @@ impl RunContext {
                     self.tails(case, id)
                 )
             })?;
-        if rows.is_empty() {
-            return Err(format!("{}: {} holds no rows", case.name, path.display()));
-        }
+        // Empty is legitimate: a resumed aggregated run with everything already recorded.
         Ok(rows
             .into_iter()
             .map(|r| Block {
@@ -561,7 +559,9 @@ impl RunContext {
         let spec = match &case.spec {
             Some(CaseSpec::Script(spec)) => spec,
             Some(CaseSpec::Disagg(spec)) => return self.disagg_metrics(case, spec, id),
-            Some(CaseSpec::Latency(_)) => return self.step_rows(case, id),
+            Some(CaseSpec::Latency(_) | CaseSpec::Aggregated(_)) => {
+                return self.step_rows(case, id)
+            }
             Some(CaseSpec::Cb(_)) | None => return Ok(Vec::new()),
         };
         let Some(m) = &spec.metrics else {

@@ -225,3 +225,140 @@ fn a_wrong_cb_step_row_fails_with_the_side_by_side_diff() {
         "the trace path is shown: {all}"
     );
 }
+
+fn servetest(args: &[&str]) -> (bool, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn only_dir(dir: &std::path::Path, prefix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?} in {}", dir.display());
+    found[0].clone()
+}
+
+/// Seed 000's layout: serve, text-only check, a 2×2 sweep; then a resumed run skips all of it.
+#[test]
+fn aggregated_case_writes_the_seeds_layout_and_resumes() {
+    tiny_model();
+    let out = tempfile::tempdir().unwrap();
+    let out_s = out.path().to_str().unwrap();
+    let case = "test_configs/aggregated/perf/tiny-llama_tp1.yaml";
+    let (ok, all) = servetest(&["aggregated", "run", "--case", case, "--out", out_s]);
+    assert!(ok, "{all}");
+    let run = only_dir(out.path(), "20");
+    assert!(
+        std::fs::metadata(run.join("collect_env.txt"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    let infer = run.join("inference");
+    assert!(infer.join("tiny-llama[tp1pp1dp1]_serve.log").exists());
+    let answers =
+        std::fs::read_to_string(infer.join("tiny-llama[tp1pp1dp1]_text_only_inference.log"))
+            .unwrap();
+    assert_eq!(answers.matches("answer: ").count(), 2, "{answers}");
+    let results = std::fs::read_to_string(infer.join("inference_results.csv")).unwrap();
+    assert!(
+        results.contains("tiny-llama,1,1,1,text-only,PASSED,"),
+        "{results}"
+    );
+    let perf = run.join("performance");
+    assert!(perf.join("tiny-llama_tp1_pp1_dp1_serve.log").exists());
+    let sweep = only_dir(&perf.join("tiny-llama_tp1_pp1_dp1"), "20");
+    let benches: Vec<_> = std::fs::read_dir(&sweep)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("BENCH--"))
+        .collect();
+    assert_eq!(benches.len(), 4, "a 2×2 sweep");
+    for b in &benches {
+        for f in ["run=0.json", "summary.json"] {
+            assert!(b.path().join(f).exists(), "{}/{f}", b.path().display());
+        }
+    }
+    assert!(sweep
+        .join("BENCH--max_concurrency=4-num_prompts=20-random_input_len=64-random_output_len=16")
+        .exists());
+    let summary = sweep.join("summary.csv");
+    assert_eq!(
+        std::fs::read_to_string(&summary).unwrap().lines().count(),
+        5
+    );
+    // Resume from both files: nothing is left to do, and nothing runs.
+    let out2 = tempfile::tempdir().unwrap();
+    let (ok, all) = servetest(&[
+        "aggregated",
+        "run",
+        "--case",
+        case,
+        "--out",
+        out2.path().to_str().unwrap(),
+        "--resume-csv",
+        summary.to_str().unwrap(),
+        "--resume-csv",
+        infer.join("inference_results.csv").to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        all.contains("4 recorded combination(s) are skipped"),
+        "{all}"
+    );
+    assert!(
+        all.contains("tiny-llama: everything recorded already (resume)"),
+        "{all}"
+    );
+    let run2 = only_dir(out2.path(), "20");
+    assert!(!run2.join("performance").exists() && !run2.join("inference").exists());
+}
+
+/// Seed 003's grid on vLLM: every point gets a prefill and a decode latency; layers are composed.
+#[test]
+fn latency_grid_reports_every_point() {
+    tiny_model();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, all) = servetest(&[
+        "latency",
+        "run",
+        "--case",
+        "test_configs/latency/perf/tiny-1l_grid2x2.yaml",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        all.contains("override: max_model_len: 512 (base.yaml) -> 256 (optional/small-batch.yaml)"),
+        "{all}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("job-nojob/latency.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for (row, (b, s)) in rows.iter().zip([(1, 32), (1, 64), (4, 32), (4, 64)]) {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(
+            (f[2], f[3]),
+            (b.to_string().as_str(), s.to_string().as_str())
+        );
+        assert!(f[5].parse::<f64>().unwrap() > 0.0, "prefill latency: {row}");
+    }
+    // The 1-layer variant really has one layer.
+    let cfg = std::fs::read_to_string(out.path().join("job-nojob/model-1l/config.json")).unwrap();
+    assert!(cfg.contains("\"num_hidden_layers\": 1"), "{cfg}");
+}

@@ -1,5 +1,6 @@
 //! Cases: the YAML files under `test_configs/{family}/{category}/`, typed, validated and named.
 
+pub mod aggregated;
 pub mod cb;
 pub mod discover;
 pub mod latency;
@@ -60,6 +61,11 @@ pub static FAMILIES: &[Family] = &[
         load: script::load,
     },
     Family {
+        name: "aggregated",
+        categories: &["perf"],
+        load: aggregated::load,
+    },
+    Family {
         name: "latency",
         categories: &["perf"],
         load: latency::load,
@@ -93,6 +99,7 @@ pub enum CaseSpec {
     Script(Box<script::ScriptSpec>),
     Cb(Box<cb::CbSpec>),
     Latency(Box<latency::LatencySpec>),
+    Aggregated(Box<aggregated::AggregatedSpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +240,7 @@ impl Case {
         match &self.spec {
             Some(CaseSpec::Cb(s)) => Some(s.model.as_str()),
             Some(CaseSpec::Latency(s)) => Some(s.model.as_str()),
+            Some(CaseSpec::Aggregated(s)) => s.models.first().map(|m| m.name.as_str()),
             _ => self.disagg().map(|s| s.metadata.model_name.as_str()),
         }
     }
@@ -243,6 +251,7 @@ impl Case {
             Some(CaseSpec::Disagg(s)) => s.metadata.supported_gpus.as_deref(),
             Some(CaseSpec::Script(s)) => s.metadata.supported_gpus.as_deref(),
             Some(CaseSpec::Latency(s)) => s.supported_gpus.as_deref(),
+            Some(CaseSpec::Aggregated(s)) => s.supported_gpus.as_deref(),
             Some(CaseSpec::Cb(_)) | None => None,
         }
     }
@@ -264,6 +273,9 @@ impl Case {
     pub fn total_gpus(&self) -> Option<u64> {
         if let Some(CaseSpec::Script(_) | CaseSpec::Cb(_) | CaseSpec::Latency(_)) = &self.spec {
             return Some(0);
+        }
+        if let Some(CaseSpec::Aggregated(s)) = &self.spec {
+            return s.models.iter().map(|m| m.devices()).max();
         }
         let s = self.disagg()?;
         Some(

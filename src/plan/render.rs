@@ -190,6 +190,37 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                 };
                 (fields, Vec::new(), vec![step])
             }
+            CaseSpec::Aggregated(s) => {
+                // The largest model sets the allocation: nodes = tp·pp·dp / GPUs per node.
+                let devices = case.total_gpus().unwrap_or(0);
+                let fields = SlurmFields {
+                    partition: s.slurm.partition.clone(),
+                    account: s.slurm.account.clone(),
+                    job_time: s.slurm.job_time.clone(),
+                    extra_args: s.slurm.extra_args.clone(),
+                    nodes: devices.div_ceil(s.gpus_per_node.max(1)).max(1),
+                    gpus_per_node: s.gpus_per_node,
+                    container_image: None,
+                    container_mounts: None,
+                };
+                let step = PlannedStep {
+                    name: "aggregated".into(),
+                    argv: vec![
+                        input.servetest.display().to_string(),
+                        "aggregated".into(),
+                        "run".into(),
+                        "--case".into(),
+                        case_path.display().to_string(),
+                        "--out".into(),
+                        dir.display().to_string(),
+                    ],
+                    ntasks: 1,
+                    nodes: 1,
+                    gpus: devices.min(s.gpus_per_node),
+                    log: dir.join("aggregated.log"),
+                };
+                (fields, Vec::new(), vec![step])
+            }
             CaseSpec::Script(s) => {
                 let fields = SlurmFields {
                     partition: s.slurm.partition.clone(),
