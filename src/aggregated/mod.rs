@@ -13,6 +13,8 @@
 //! `--resume-csv FILE` (or `SERVETEST_RESUME_CSV`) skips what an earlier run recorded: passed checks
 //! of an `inference_results.csv`, or combinations of a `summary.csv`.
 
+pub mod cluster;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -258,6 +260,21 @@ async fn run_model(
         println!("{}: everything recorded already (resume)", m.name);
         return Ok((rows, failures));
     }
+    // On an SSH cluster: the nodes this model needs, Ray on them (stopped however this returns).
+    struct Release(Vec<cluster::Node>, bool);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            cluster::release(&self.0, self.1);
+        }
+    }
+    let _nodes = match &spec.cluster {
+        Some(nodes) => {
+            let needed = m.devices().div_ceil(spec.gpus_per_node.max(1)).max(1) as usize;
+            let ray = m.serve_config.distributed_executor_backend == "ray";
+            Some(Release(cluster::acquire(nodes, needed, ray, run_dir)?, ray))
+        }
+        None => None,
+    };
     let model_path = crate::cb::resolve_model(root, &m.model_path);
     let infer_dir = run_dir.join("inference");
     let perf_dir = run_dir.join("performance");

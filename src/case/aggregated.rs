@@ -46,7 +46,73 @@ pub struct AggregatedSpec {
     pub gpus_per_node: u64,
     #[serde(default)]
     pub supported_gpus: Option<Vec<String>>,
+    /// The seed's cluster config: nodes reached over SSH, Ray started on as many as a model needs.
+    /// The first node must be the machine the job step runs on.
+    #[serde(default)]
+    pub cluster: Option<Vec<ClusterNode>>,
     pub slurm: ScriptSlurm,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClusterNode {
+    pub ssh: SshTarget,
+    #[serde(default)]
+    pub ray: Option<RayNode>,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+pub struct SshTarget {
+    pub hostname: String,
+    #[serde(default = "ssh_port")]
+    pub port: u16,
+    #[serde(default = "root")]
+    pub user: String,
+    #[serde(default)]
+    pub auth_type: AuthType,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// The seed's plaintext password (accepted, warned about): prefer `password_env`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for SshTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshTarget")
+            .field("hostname", &self.hostname)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("auth_type", &self.auth_type)
+            .field("private_key", &self.private_key)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    #[default]
+    Key,
+    Password,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RayNode {
+    /// The network interface Ray's Gloo backend uses (`GLOO_SOCKET_IFNAME`).
+    pub nic: String,
+}
+
+fn ssh_port() -> u16 {
+    22
+}
+fn root() -> String {
+    "root".into()
 }
 
 fn yes() -> bool {
@@ -232,6 +298,11 @@ fn known_fields(path: &str) -> Option<&'static [&'static str]> {
         p if model(p) => fields::<ModelEntry>(),
         p if sub(p, "serve_config") => fields::<ServeConfig>(),
         p if sub(p, "benchmark") => fields::<BenchSettings>(),
+        p if p.starts_with("cluster.") && p[8..].parse::<usize>().is_ok() => {
+            fields::<ClusterNode>()
+        }
+        p if p.starts_with("cluster.") && p.ends_with(".ssh") => fields::<SshTarget>(),
+        p if p.starts_with("cluster.") && p.ends_with(".ray") => fields::<RayNode>(),
         _ => return None,
     })
 }
@@ -258,6 +329,41 @@ pub fn validate(spec: &AggregatedSpec) -> Vec<Violation> {
     }
     if let Err(reason) = super::validate::parse_slurm_time(&spec.slurm.job_time) {
         v.push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
+    }
+    for (i, node) in spec.cluster.iter().flatten().enumerate() {
+        let key = format!("cluster.{i}.ssh");
+        let ssh = &node.ssh;
+        match ssh.auth_type {
+            AuthType::Key if ssh.private_key.is_none() => v.push(Violation::error(
+                format!("{key}.private_key"),
+                "auth_type key needs private_key",
+            )),
+            AuthType::Password if ssh.password.is_none() && ssh.password_env.is_none() => {
+                v.push(Violation::error(
+                    format!("{key}.password_env"),
+                    "auth_type password needs password_env (or password)",
+                ))
+            }
+            _ => {}
+        }
+        if ssh.password.is_some() {
+            v.push(Violation::warning(
+                format!("{key}.password"),
+                "a plaintext password in a case file; use password_env (the value is never logged)",
+            ));
+        }
+        if ssh.hostname.is_empty() || ssh.hostname.starts_with('-') {
+            v.push(Violation::error(
+                format!("{key}.hostname"),
+                "must be a host name or address",
+            ));
+        }
+        if ssh.user.is_empty() || ssh.user.starts_with('-') || ssh.user.contains('@') {
+            v.push(Violation::error(
+                format!("{key}.user"),
+                "must be a plain user name",
+            ));
+        }
     }
     let mut names = std::collections::HashSet::new();
     for (i, m) in spec.models.iter().enumerate() {

@@ -1,0 +1,146 @@
+//! The aggregated family's SSH cluster path against a real sshd on 127.0.0.1 (scripts/sshd-up, which
+//! scripts/test starts and whose exports these tests read): key and password authentication,
+//! quoting of remote commands, passwords kept out of argv and messages, node counting, and Ray
+//! start failures reported with the node and command.
+
+use std::path::{Path, PathBuf};
+
+use servetest::aggregated::cluster::Node;
+use servetest::case::aggregated::{AuthType, ClusterNode, RayNode, SshTarget};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(scripts/sshd-up)\"` first"))
+}
+
+fn target(auth: AuthType) -> ClusterNode {
+    ClusterNode {
+        ssh: SshTarget {
+            hostname: "127.0.0.1".into(),
+            port: env("SERVETEST_SSH_PORT").parse().unwrap(),
+            user: env("SERVETEST_SSH_USER"),
+            auth_type: auth,
+            private_key: Some(env("SERVETEST_SSH_KEY")),
+            password: None,
+            password_env: Some("SERVETEST_SSH_PASSWORD".into()),
+        },
+        ray: Some(RayNode { nic: "lo".into() }),
+    }
+}
+
+fn here() -> String {
+    nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn key_and_password_logins_reach_the_node_and_commands_stay_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    for auth in [AuthType::Key, AuthType::Password] {
+        let node = Node::new(&target(auth), dir.path()).unwrap();
+        assert_eq!(node.probe().unwrap(), here(), "{auth:?}");
+        let marker = dir.path().join("pwned");
+        let hostile = format!(
+            "a b; touch {} $(touch {})",
+            marker.display(),
+            marker.display()
+        );
+        let out = node.run(&["printf", "%s", &hostile]).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), hostile, "{auth:?}");
+        assert!(
+            !marker.exists(),
+            "a quoted argument ran as a command ({auth:?})"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_password_fails_naming_the_node_not_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = target(AuthType::Password);
+    t.ssh.password_env = None;
+    t.ssh.password = Some("wrong-password-xyz".into());
+    let node = Node::new(&t, dir.path()).unwrap();
+    let e = node.probe().unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "servetest-ssh@127.0.0.1:{}",
+            env("SERVETEST_SSH_PORT")
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("wrong-password-xyz"), "{e}");
+    assert!(!format!("{node:?}").contains("wrong-password-xyz"));
+    // A NIC that does not exist on the node is named.
+    let mut t = target(AuthType::Key);
+    t.ray = Some(RayNode {
+        nic: "nonexistent0".into(),
+    });
+    let e = Node::new(&t, dir.path()).unwrap().probe().unwrap_err();
+    assert!(e.contains("ray.nic `nonexistent0` does not exist"), "{e}");
+}
+
+fn write_case(dir: &Path, tp: u64) -> PathBuf {
+    let case_dir = dir.join("aggregated/perf");
+    std::fs::create_dir_all(&case_dir).unwrap();
+    let path = case_dir.join("ssh-cluster.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: {tp}}}\n    infer_type: [text-only]\n\
+             infer: true\nperf: false\ngpus_per_node: 1\n\
+             cluster:\n  - ssh: {{hostname: 127.0.0.1, port: {}, user: {}, auth_type: key, private_key: {}}}\n    ray: {{nic: lo}}\n\
+             slurm: {{job_time: '00:05:00'}}\n",
+            env("SERVETEST_SSH_PORT"),
+            env("SERVETEST_SSH_USER"),
+            env("SERVETEST_SSH_KEY")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run_case(case: &Path, out: &Path) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["aggregated", "run", "--case"])
+        .arg(case)
+        .arg("--out")
+        .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn the_cluster_path_counts_nodes_and_reports_ray_failures_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    // tp 4 on 1 GPU per node needs 4 nodes; the cluster has 1.
+    let all = run_case(&write_case(dir.path(), 4), &dir.path().join("out4"));
+    assert!(
+        all.contains("needs 4 node(s) (tp·pp·dp / gpus_per_node) but the cluster has 1"),
+        "{all}"
+    );
+    // tp 1: one node, reached over SSH; the default backend is Ray, which is not installed there.
+    let all = run_case(&write_case(dir.path(), 1), &dir.path().join("out1"));
+    assert!(
+        all.contains(&format!(
+            "cluster: servetest-ssh@127.0.0.1:{} is {}",
+            env("SERVETEST_SSH_PORT"),
+            here()
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains("starting Ray: servetest-ssh@127.0.0.1:")
+            && all.contains("`env 'GLOO_SOCKET_IFNAME=lo' ray start --head --port 6379` failed (exit status: 127)"),
+        "{all}"
+    );
+}
