@@ -262,7 +262,8 @@ fn gpu_layout(spec: &DisaggSpec, out: &mut Vec<Violation>) {
 /// `None` for UNLIMITED/INFINITE. Errors say what form was expected.
 pub fn parse_slurm_time(text: &str) -> Result<Option<u64>, String> {
     static FORM: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$")
+        // ASCII digits only: `\d` would also match e.g. Thai digits, which do not parse as numbers.
+        Regex::new(r"^(?:(?P<d>[0-9]+)-(?P<dh>[0-9]+)(?::(?P<dm>[0-9]+)(?::(?P<ds>[0-9]+))?)?|(?P<a>[0-9]+)(?::(?P<b>[0-9]+)(?::(?P<c>[0-9]+))?)?)$")
             .expect("slurm time regex")
     });
     let t = text.trim();
@@ -283,6 +284,15 @@ pub fn parse_slurm_time(text: &str) -> Result<Option<u64>, String> {
         Some(x) if x >= 60 => Err(format!("`{text}`: minutes and seconds must be below 60")),
         other => Ok(other.unwrap_or(0)),
     };
+    let too_long = || format!("`{text}` is too long a time limit");
+    // Checked: a 20-digit count must be an error, not an overflow.
+    let total = |parts: &[(u64, u64)]| -> Result<u64, String> {
+        parts.iter().try_fold(0u64, |acc, (v, unit)| {
+            v.checked_mul(*unit)
+                .and_then(|x| acc.checked_add(x))
+                .ok_or_else(too_long)
+        })
+    };
     let secs = if let Some(days) = n("d") {
         let hours = n("dh").unwrap_or(0);
         if hours >= 24 {
@@ -290,12 +300,19 @@ pub fn parse_slurm_time(text: &str) -> Result<Option<u64>, String> {
                 "`{text}`: hours must be below 24 after a day count"
             ));
         }
-        days * 86_400 + hours * 3600 + sixty(n("dm"))? * 60 + sixty(n("ds"))?
+        total(&[
+            (days, 86_400),
+            (hours, 3600),
+            (sixty(n("dm"))?, 60),
+            (sixty(n("ds"))?, 1),
+        ])?
     } else {
         match (n("a"), n("b"), n("c")) {
-            (Some(m), None, None) => m * 60,
-            (Some(m), Some(s), None) => m * 60 + sixty(Some(s))?,
-            (Some(h), Some(m), Some(s)) => h * 3600 + sixty(Some(m))? * 60 + sixty(Some(s))?,
+            (Some(m), None, None) => total(&[(m, 60)])?,
+            (Some(m), Some(s), None) => total(&[(m, 60), (sixty(Some(s))?, 1)])?,
+            (Some(h), Some(m), Some(s)) => {
+                total(&[(h, 3600), (sixty(Some(m))?, 60), (sixty(Some(s))?, 1)])?
+            }
             _ => return Err(bad()),
         }
     };
@@ -523,6 +540,16 @@ mod tests {
 
     #[test]
     fn slurm_time_forms() {
+        // Found by tests/props.rs: non-ASCII digits and huge counts once overflowed (a panic).
+        assert!(parse_slurm_time("๐")
+            .unwrap_err()
+            .contains("is not a SLURM time"));
+        assert!(parse_slurm_time("99999999999999999999")
+            .unwrap_err()
+            .contains("too long"));
+        assert!(parse_slurm_time("999999999999999-0")
+            .unwrap_err()
+            .contains("too long"));
         assert_eq!(parse_slurm_time("30"), Ok(Some(1800)));
         assert_eq!(parse_slurm_time("30:15"), Ok(Some(1815)));
         assert_eq!(parse_slurm_time("02:00:00"), Ok(Some(7200)));

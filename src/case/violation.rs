@@ -64,9 +64,17 @@ impl fmt::Display for Violation {
         if self.severity == Severity::Warning {
             write!(f, ": warning")?;
         }
+        // One line per violation, whatever the YAML held: control characters are shown escaped.
+        let one_line = |s: &str| {
+            if s.chars().any(char::is_control) {
+                s.escape_debug().to_string()
+            } else {
+                s.to_owned()
+            }
+        };
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            write!(f, ": {}", one_line(&self.key))?;
         }
-        write!(f, ": {}", self.reason)
+        write!(f, ": {}", one_line(&self.reason))
     }
 }

@@ -1,0 +1,196 @@
+//! Property tests of every parser that reads outside input (issue: hardening). Each property feeds
+//! generated input — random text, and real files with random damage — and asserts: no panic, and every
+//! error names where it is (file and key or line). CI runs a seeded subset (`PROPTEST_CASES=256`); the
+//! benchmark-style run behind docs/reliability.md uses `PROPTEST_CASES=100000`.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use servetest::case::{family, Case};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every repository case file with its family and category.
+fn seeds() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root().join("test_configs")).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let p = entry.path();
+            let cat = p
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let fam = p
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.push((fam, cat, std::fs::read_to_string(p).unwrap()));
+        }
+    }
+    out
+}
+
+/// Loads `text` as a case of `fam`/`cat` from a temp file; checks every violation is located.
+fn check_case(fam: &str, cat: &str, text: &str) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("case.yaml");
+    std::fs::write(&path, text).unwrap();
+    let family = family(fam).unwrap();
+    let case = Case::load(&path, family, cat);
+    let lines = text.lines().count().max(1);
+    for v in &case.violations {
+        prop_assert_eq!(&v.file, &path);
+        prop_assert!(
+            !v.reason.is_empty(),
+            "a violation without a reason: {:?}",
+            v
+        );
+        if let Some(line) = v.line {
+            prop_assert!(
+                line >= 1 && line <= lines + 1,
+                "line {} of {}: {:?}",
+                line,
+                lines,
+                v
+            );
+        }
+        // Located by file (always), and by key (a dotted path) or line when one applies; an empty key
+        // means the whole file (not a mapping, file-name convention).
+        let shown = v.to_string();
+        prop_assert!(!shown.contains('\n'), "not one line: {:?}", shown);
+        prop_assert!(
+            v.reason.len() < 2000,
+            "unbounded message: {} chars",
+            v.reason.len()
+        );
+    }
+    // Matrix expansion of whatever loaded must not panic either.
+    let _ = case.expand();
+    Ok(())
+}
+
+/// Damage: replace a byte range with random text.
+fn damage() -> impl Strategy<Value = (usize, prop::sample::Index, prop::sample::Index, String)> {
+    (
+        any::<usize>(),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        "[ -~\n\t:{}\\[\\]&*!|>'\"#%@`-]{0,24}",
+    )
+}
+
+fn apply(text: &str, at: prop::sample::Index, len: prop::sample::Index, insert: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let start = at.index(chars.len().max(1)).min(chars.len());
+    let end = (start + len.index(16)).min(chars.len());
+    let mut s: String = chars[..start].iter().collect();
+    s.push_str(insert);
+    s.extend(&chars[end..]);
+    s
+}
+
+proptest! {
+    // Cases come from PROPTEST_CASES / PROPTEST_RNG_SEED; failures are printed with their minimal
+    // input rather than persisted (this is not a crate with a src/lib.rs next to the test).
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_case_files_of_every_family_load_without_panic((pick, at, len, insert) in damage()) {
+        let all = seeds();
+        let (fam, cat, text) = &all[pick % all.len()];
+        check_case(fam, cat, &apply(text, at, len, &insert))?;
+    }
+
+    #[test]
+    fn arbitrary_text_as_a_case_of_every_family(text in "\\PC{0,300}", pick in 0usize..6) {
+        let (fam, cat) = [("disagg", "perf"), ("wideep", "accuracy"), ("script", "perf"),
+                          ("cb", "steps"), ("latency", "perf"), ("aggregated", "perf")][pick];
+        check_case(fam, cat, &text)?;
+    }
+
+    #[test]
+    fn test_lists(text in "\\PC{0,400}") {
+        let entries = servetest::case::testlist::parse(&text);
+        let lines = text.lines().count();
+        for e in entries {
+            prop_assert!(e.line >= 1 && e.line <= lines);
+            prop_assert!(!e.name.is_empty() && e.name.trim() == e.name);
+        }
+    }
+
+    #[test]
+    fn cluster_profiles(text in "\\PC{0,300}") {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, &text).unwrap();
+        if let Err(e) = servetest::plan::profile::ClusterProfile::load(&path) {
+            prop_assert!(e.to_string().contains(path.to_str().unwrap()), "{}", e);
+        }
+    }
+
+    #[test]
+    fn slurm_command_output(text in "[0-9_|A-Za-z:= \n-]{0,300}") {
+        let states = servetest::exec::slurm::parse_squeue(&text);
+        prop_assert!(states.len() <= text.lines().count());
+        let _ = servetest::exec::slurm::parse_scontrol(&text);
+    }
+
+    #[test]
+    fn benchmark_logs(text in "(\\PC{0,40}\n|Median TTFT \\(ms\\): +[-0-9.e]{1,8}\n|Benchmark with concurrency [0-9]{1,3} done\n){0,30}",
+                      pattern in "\\PC{0,20}") {
+        for b in servetest::check::logparse::parse_default(&text) {
+            prop_assert!(!b.metrics.is_empty());
+        }
+        if let Ok(re) = servetest::check::logparse::compile_custom(&pattern) {
+            let _ = servetest::check::logparse::parse_custom(&text, &re, &["a".into(), "b".into()]);
+        }
+    }
+
+    #[test]
+    fn small_grammars(text in "\\PC{0,40}") {
+        let _ = servetest::case::validate::parse_slurm_time(&text);
+        if let Ok(pairs) = servetest::case::validate::parse_env_assignments(&text) {
+            for (k, _) in pairs {
+                prop_assert!(!k.is_empty());
+            }
+        }
+        if let Ok((b, s)) = servetest::case::latency::parse_grid(&text) {
+            prop_assert!(b.iter().chain(&s).all(|v| *v > 0));
+        }
+        let _ = servetest::case::latency::layer_count(&text);
+    }
+
+    #[test]
+    fn lm_eval_results_and_status_files(json in "\\PC{0,200}", status in "\\PC{0,80}") {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) {
+            let _ = servetest::check::accuracy::parse_results(&v);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("benchmark_status.txt"), &status).unwrap();
+        std::fs::write(dir.path().join("CTX_0.json"), &status).unwrap();
+        let r = servetest::role::rendezvous::Rendezvous::new(dir.path());
+        prop_assert!(r.status().is_some());
+        let _ = r.read("CTX_0");
+    }
+}
+
+#[test]
+fn the_corpus_is_every_family() {
+    let fams: std::collections::BTreeSet<String> = seeds().into_iter().map(|s| s.0).collect();
+    for f in ["aggregated", "cb", "disagg", "latency", "script", "wideep"] {
+        assert!(fams.contains(f), "{f} missing from {fams:?}");
+    }
+    let _ = Path::new("");
+}
