@@ -594,3 +594,48 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
         "results.json carries the earlier rows too"
     );
 }
+
+/// A planted secret reaches the step on both executors but no file servetest wrote (script, logs,
+/// CSV, JSON, JUnit, HTML, tracker), except `job.env`, which only its owner can read.
+#[test]
+fn planted_secrets_reach_steps_but_no_output_file() {
+    use std::os::unix::fs::PermissionsExt;
+    const SECRET: &str = "s3cr3t-planted-7f3a";
+    for executor in ["slurm", "local"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = harness(executor, "secret", out.path(), &[], &[])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{executor}: {}", text(&o));
+        assert!(!text(&o).contains(SECRET), "{executor}: harness output");
+        let mut checked = 0;
+        let mut env_files = 0;
+        for entry in walkdir::WalkDir::new(out.path()).into_iter().flatten() {
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let content = std::fs::read(entry.path()).unwrap();
+            if entry.file_name() == "job.env" {
+                env_files += 1;
+                let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", entry.path().display());
+                continue;
+            }
+            checked += 1;
+            assert!(
+                !String::from_utf8_lossy(&content).contains(SECRET),
+                "{executor}: the secret is in {}",
+                entry.path().display()
+            );
+        }
+        assert_eq!(env_files, 1, "{executor}");
+        assert!(checked >= 6, "{executor}: only {checked} files written?");
+        let log = std::fs::read_to_string(
+            out.path()
+                .join("script_perf_planted")
+                .join("uses-secret.log"),
+        )
+        .unwrap();
+        assert!(log.contains("token received"), "{executor}: {log}");
+    }
+}

@@ -26,8 +26,10 @@ pub struct PlannedStep {
     pub log: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobPlan {
+    /// `export NAME=value` lines of secret-looking variables, for `job.env` (0600), never the script.
+    pub secrets: String,
     pub case: String,
     /// The case's output directory (script, logs, tracker).
     pub dir: PathBuf,
@@ -452,10 +454,26 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
             case_dir.display().to_string(),
         ),
     );
-    let exports: Vec<String> = env
+    // Secret-looking variables never appear in the script: they go to `job.env` (0600), which the
+    // script sources; the local executor passes them straight into the steps' environment.
+    let (secret, plain): (Vec<&(String, String)>, Vec<&(String, String)>) = env
+        .iter()
+        .partition(|(k, _)| crate::fsutil::is_secret_name(k));
+    let mut exports: Vec<String> = plain
         .iter()
         .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))
         .collect();
+    let env_file = dir.join("job.env");
+    let secrets_text: String = secret
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", shell_words::quote(v)))
+        .collect();
+    if !secret.is_empty() {
+        exports.push(format!(
+            "SERVETEST_ENV_FILE={}; . \"$SERVETEST_ENV_FILE\"",
+            shell_words::quote(&env_file.display().to_string())
+        ));
+    }
     let template = match crate::env::template_dir() {
         Some(d) => std::fs::read_to_string(d.join("job.sbatch.j2")).map_err(|source| {
             RenderError::Write {
@@ -477,6 +495,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     })?;
 
     Ok(JobPlan {
+        secrets: secrets_text,
         case: case.name.clone(),
         script_path: dir.join("job.sbatch"),
         time_limit: parse_slurm_time(&job_time).ok().flatten(),
@@ -494,6 +513,27 @@ fn show(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "(unset)".to_owned())
 }
 
+/// Environment values may be secrets: only names are shown.
+impl std::fmt::Debug for JobPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self
+            .env
+            .iter()
+            .map(|(k, _)| format!("{k}=<redacted>"))
+            .collect();
+        f.debug_struct("JobPlan")
+            .field("case", &self.case)
+            .field("dir", &self.dir)
+            .field("work_dir", &self.work_dir)
+            .field("time_limit", &self.time_limit)
+            .field("env", &env)
+            .field("steps", &self.steps)
+            .field("overrides", &self.overrides)
+            .field("script_path", &self.script_path)
+            .finish()
+    }
+}
+
 impl JobPlan {
     /// Writes the script (and the override log) into the case directory.
     pub fn write(&self) -> Result<(), RenderError> {
@@ -505,6 +545,10 @@ impl JobPlan {
         std::fs::create_dir_all(&self.work_dir).map_err(err(&self.work_dir))?;
         crate::fsutil::write_atomic(&self.script_path, self.script.as_bytes())
             .map_err(err(&self.script_path))?;
+        if !self.secrets.is_empty() {
+            let path = self.dir.join("job.env");
+            crate::fsutil::write_private(&path, self.secrets.as_bytes()).map_err(err(&path))?;
+        }
         if !self.overrides.is_empty() {
             let path = self.dir.join("overrides.txt");
             let text = self.overrides.join("\n") + "\n";
