@@ -456,7 +456,8 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     );
     // Secret-looking variables never appear in the script: they go to `job.env` (0600), which the
     // script sources; the local executor passes them straight into the steps' environment.
-    let (secret, plain): (Vec<&(String, String)>, Vec<&(String, String)>) = env
+    type Pairs<'a> = Vec<&'a (String, String)>;
+    let (secret, plain): (Pairs, Pairs) = env
         .iter()
         .partition(|(k, _)| crate::fsutil::is_secret_name(k));
     let mut exports: Vec<String> = plain
