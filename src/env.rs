@@ -180,3 +180,13 @@ pub fn serving_type() -> Option<String> {
 pub fn job_id() -> Option<String> {
     non_empty("SLURM_JOB_ID").or_else(|| non_empty("SERVETEST_JOB_ID"))
 }
+
+/// Jobs the local executor runs at once (default 64); the others wait PENDING (Resources).
+pub const LOCAL_SLOTS: &str = "SERVETEST_LOCAL_SLOTS";
+
+pub fn local_slots() -> usize {
+    non_empty(LOCAL_SLOTS)
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(64)
+}

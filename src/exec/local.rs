@@ -24,6 +24,9 @@ pub struct LocalExecutor {
     next_id: AtomicU64,
     /// Jobs that can still be cancelled.
     running: Mutex<HashMap<String, Running>>,
+    /// Jobs allowed to run at once (`SERVETEST_LOCAL_SLOTS`); the rest wait PENDING (Resources), as
+    /// SLURM queues jobs that do not fit, so a huge batch cannot exhaust processes or memory.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How to stop a submitted job, and how to know it has stopped.
@@ -45,6 +48,7 @@ impl LocalExecutor {
             runtime,
             next_id: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(crate::env::local_slots())),
         })
     }
 }
@@ -186,8 +190,25 @@ impl Executor for LocalExecutor {
         let table = self.table.clone();
         let plan = plan.clone();
         let job_id = id.clone();
+        let slots = self.slots.clone();
         self.runtime.spawn(async move {
-            let (state, exit) = run_job(job_id.clone(), plan, table.clone(), rx).await;
+            if slots.available_permits() == 0 {
+                table.update(&job_id, |r| {
+                    r.state = JobState::Pending {
+                        reason: "Resources".into(),
+                    }
+                });
+            }
+            let mut waiting = rx.clone();
+            let permit = tokio::select! {
+                p = slots.acquire_owned() => p.ok(),
+                _ = waiting.wait_for(|c| *c) => None,
+            };
+            let (state, exit) = match permit {
+                Some(_permit) => run_job(job_id.clone(), plan, table.clone(), rx).await,
+                // Cancelled while queued: nothing ever started.
+                None => (JobState::Cancelled, None),
+            };
             table.update(&job_id, |r| {
                 r.state = state;
                 r.exit_code = exit;
