@@ -276,6 +276,24 @@ fn execution_context(
         .get()
         .cloned()
         .unwrap_or_else(|| PathBuf::from("servetest"));
+    // Jobs a killed earlier run left behind compete with this run: say so (never cancel silently).
+    if executor.name() == "slurm" {
+        let names: std::collections::HashSet<String> =
+            runnable.iter().map(|c| c.name.clone()).collect();
+        if let Ok(found) = crate::exec::slurm::orphans(&names) {
+            if !found.is_empty() {
+                let list: Vec<String> = found
+                    .iter()
+                    .map(|o| format!("{} {} ({})", o.id, o.name, o.state))
+                    .collect();
+                eprintln!(
+                    "servetest: {} job(s) of an earlier run are still live: {}; `servetest cleanup` cancels them",
+                    found.len(),
+                    list.join(", ")
+                );
+            }
+        }
+    }
     RunContext::new(
         runnable,
         RunOptions {

@@ -96,6 +96,15 @@ enum Command {
         #[command(subcommand)]
         what: ReportCommand,
     },
+    /// Cancel SLURM jobs an earlier (killed) run left live: this user's pending/running jobs named
+    /// after a discovered case.
+    Cleanup {
+        /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
+        paths: Vec<PathBuf>,
+        /// Only list them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List discovered cases: name, family, category, model, GPUs, and why a case is ignored.
     List {
         /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
@@ -342,6 +351,37 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Cleanup { paths, dry_run } => {
+            let discovery = discover(&default_paths(paths));
+            let names: std::collections::HashSet<String> =
+                discovery.cases.iter().map(|c| c.name.clone()).collect();
+            match servetest::exec::slurm::orphans(&names) {
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+                Ok(found) => {
+                    for o in &found {
+                        println!("{} {} {}", o.id, o.name, o.state);
+                    }
+                    let ids: Vec<String> = found.iter().map(|o| o.id.clone()).collect();
+                    if dry_run || ids.is_empty() {
+                        eprintln!("servetest: {} live job(s) named after a case", ids.len());
+                        return ExitCode::SUCCESS;
+                    }
+                    match servetest::exec::slurm::cancel_ids(&ids) {
+                        Ok(()) => {
+                            eprintln!("servetest: cancelled {} job(s)", ids.len());
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            ExitCode::from(1)
+                        }
+                    }
                 }
             }
         }

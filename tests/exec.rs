@@ -639,3 +639,57 @@ fn planted_secrets_reach_steps_but_no_output_file() {
         assert!(log.contains("token received"), "{executor}: {log}");
     }
 }
+
+/// A harness killed with SIGKILL cannot cancel its jobs: `servetest cleanup` finds them by name and
+/// cancels them (`--dry-run` only lists).
+#[test]
+fn cleanup_cancels_the_jobs_of_a_killed_run() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = harness(
+        "slurm",
+        "sleep",
+        out.path(),
+        &["--disagg-batch-size", "0"],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marker_processes().len() < 3 {
+        assert!(Instant::now() < deadline, "sleepers never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let tree = root().join("tests/exec_configs/sleep");
+    let cleanup = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .arg("cleanup")
+            .args(extra)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let listed = cleanup(&["--dry-run"]);
+    assert!(
+        listed.contains("3 live job(s) named after a case"),
+        "{listed}"
+    );
+    assert_eq!(listed.matches("RUNNING").count(), 3, "{listed}");
+    let done = cleanup(&[]);
+    assert!(done.contains("cancelled 3 job(s)"), "{done}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker_processes().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            marker_processes()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(cleanup(&["--dry-run"]).contains("0 live job(s)"));
+}

@@ -44,6 +44,63 @@ fn run(program: &str, args: &[String]) -> Result<Output, ExecError> {
     })
 }
 
+/// A live (pending or running) job of this user whose name is one of `names`: what a harness that was
+/// killed (SIGKILL, node loss) left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+}
+
+/// Live jobs of the current user named like one of `names` (servetest names jobs after their case).
+pub fn orphans(names: &std::collections::HashSet<String>) -> Result<Vec<Orphan>, ExecError> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let out = run(
+        "squeue",
+        &[
+            "-h".into(),
+            "-u".into(),
+            user,
+            "-t".into(),
+            "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED".into(),
+            "-o".into(),
+            "%i|%j|%T".into(),
+        ],
+    )?;
+    Ok(parse_orphans(&String::from_utf8_lossy(&out.stdout), names))
+}
+
+pub fn parse_orphans(text: &str, names: &std::collections::HashSet<String>) -> Vec<Orphan> {
+    text.lines()
+        .filter_map(|l| {
+            let mut p = l.trim().splitn(3, '|');
+            let (id, name, state) = (p.next()?, p.next()?, p.next()?);
+            names.contains(name).then(|| Orphan {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                state: state.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Cancels the given jobs with one `scancel`.
+pub fn cancel_ids(ids: &[String]) -> Result<(), ExecError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let out = run("scancel", ids)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ExecError::Io {
+            program: "scancel".into(),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        })
+    }
+}
+
 /// `id|STATE|reason` lines of `squeue -h -t all -o '%i|%T|%r'`.
 pub fn parse_squeue(text: &str) -> HashMap<String, JobState> {
     text.lines()
