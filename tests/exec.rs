@@ -693,3 +693,61 @@ fn cleanup_cancels_the_jobs_of_a_killed_run() {
     }
     assert!(cleanup(&["--dry-run"]).contains("0 live job(s)"));
 }
+
+/// OUTPUT_PATH on a tiny tmpfs that fills up: the trial that cannot write fails naming the file and
+/// the cause; the rows already written stay whole; once space is back, `--resume` completes the run.
+#[test]
+fn a_full_output_disk_fails_the_trial_and_keeps_what_was_written() {
+    let out = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(out.path());
+    let run = |extra: &[&str]| {
+        harness("local", "pass", out.path(), extra, &[])
+            .output()
+            .unwrap()
+    };
+    let first = run(&["--skip", "short-6"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let csv = out.path().join("perf_script_test_results.csv");
+    let before = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(before.lines().count(), 6, "header + 5 rows:\n{before}");
+    // Fill the disk.
+    let filler = out.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![b'x'; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let full = run(&["--resume"]);
+    let all = text(&full);
+    assert!(!full.status.success(), "{all}");
+    assert!(all.contains("short-6"), "{all}");
+    assert!(all.contains("No space left on device"), "{all}");
+    // Nothing written before was lost or cut.
+    let after = std::fs::read_to_string(&csv).unwrap();
+    assert!(after.starts_with(&before), "rows changed:\n{after}");
+    let columns = before.lines().next().unwrap().matches(',').count();
+    for line in after.lines() {
+        assert!(line.matches(',').count() >= columns, "a cut row: {line}");
+    }
+    // Space back: the run completes.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = run(&["--resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let done = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        done.lines().filter(|l| l.contains("short-6")).count(),
+        1,
+        "{done}"
+    );
+}

@@ -146,15 +146,19 @@ impl ResultsWriter {
         let mut all = self.rows.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.csv_path();
         let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let before = file.metadata()?.len();
         let mut bytes = Vec::new();
-        if file.metadata()?.len() == 0 {
+        if before == 0 {
             bytes.extend(csv_line(&header()));
         }
         for r in rows {
             bytes.extend(csv_line(&r.fields()));
         }
-        file.write_all(&bytes)?;
-        file.sync_data()?;
+        // A full disk can stop a write part-way: cut the file back so no half row remains.
+        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+            let _ = file.set_len(before);
+            return Err(e);
+        }
         all.extend_from_slice(rows);
         let doc = serde_json::json!({"schema_version": SCHEMA_VERSION, "rows": *all});
         crate::fsutil::write_atomic(
