@@ -52,6 +52,12 @@ pub async fn run(ctx: &RoleContext) -> Result<(), String> {
     });
     let result = drive(ctx).await;
     beat.abort();
+    let status = match &result {
+        Ok(()) => Status::Done,
+        Err(reason) => Status::Failed(reason.clone()),
+    };
+    // Written first, on every path: it is what stops the other roles.
+    ctx.rdv.set_status(&status)?;
     if let Some(mut rec) = ctx.rdv.read(&Role::Benchmark.to_string()) {
         rec.state = if result.is_ok() {
             RoleState::Stopped
@@ -59,14 +65,8 @@ pub async fn run(ctx: &RoleContext) -> Result<(), String> {
             RoleState::Failed
         };
         rec.reason = result.as_ref().err().cloned();
-        ctx.rdv.publish(&mut rec)?;
+        let _ = ctx.rdv.publish(&mut rec);
     }
-    let status = match &result {
-        Ok(()) => Status::Done,
-        Err(reason) => Status::Failed(reason.clone()),
-    };
-    // Written on every path: it is what stops the other roles.
-    ctx.rdv.set_status(&status)?;
     result
 }
 
