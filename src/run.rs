@@ -529,9 +529,8 @@ impl RunContext {
 
     /// Rows a family's job step wrote to `job-<id>/rows.json` (latency points); none fails the trial.
     fn step_rows(&self, case: &Case, id: &str) -> Result<Vec<Block>, String> {
-        let path = self
-            .case_dir(case)
-            .join(format!("job-{id}"))
+        let path = Rendezvous::for_job(&self.case_dir(case), id)
+            .dir()
             .join(crate::latency::ROWS_FILE);
         let rows: Vec<crate::latency::RowOut> = std::fs::read(&path)
             .ok()

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::case::aggregated::{AggregatedSpec, BenchParams, BenchPoint, ModelEntry};
 use crate::case::CaseSpec;
-use crate::latency::{job_dir, load_case, RowOut, ROWS_FILE};
+use crate::latency::{job_dir, RowOut, ROWS_FILE};
 use crate::serve::engine::{default_python, ServeSpec, Vllm};
 use crate::serve::server::{free_port, Server};
 
@@ -116,7 +116,7 @@ fn default_prompts() -> Vec<String> {
 }
 
 pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), String> {
-    let case = load_case(case_path)?;
+    let case = crate::case::Case::load_file(case_path)?;
     let Some(CaseSpec::Aggregated(spec)) = &case.spec else {
         return Err(format!("{}: not an aggregated case", case_path.display()));
     };

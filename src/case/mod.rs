@@ -162,6 +162,36 @@ impl Case {
         }
     }
 
+    /// Loads one case file from `…/<family>/<category>/<stem>.yaml` (what job steps get), refusing
+    /// an invalid one with all its violations.
+    pub fn load_file(path: &Path) -> Result<Case, String> {
+        let parent = path.parent();
+        let name_of = |p: Option<&Path>| {
+            p.and_then(Path::file_name)
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let category = name_of(parent);
+        let fam_name = name_of(parent.and_then(Path::parent));
+        let fam = family(&fam_name).ok_or_else(|| {
+            format!(
+                "{}: not under <family>/<category>/ (found family `{fam_name}`)",
+                path.display()
+            )
+        })?;
+        let case = Case::load(path, fam, &category);
+        if !case.is_valid() {
+            let errors: Vec<String> = case.errors().map(|v| v.to_string()).collect();
+            return Err(format!(
+                "{}: the case is invalid:\n{}",
+                path.display(),
+                errors.join("\n")
+            ));
+        }
+        Ok(case)
+    }
+
     /// The libtest-mimic kind shown as `[kind]`: the category, `cb` for the cb family.
     pub fn kind(&self) -> &str {
         if self.family.name == "cb" {

@@ -22,37 +22,10 @@ pub struct RowOut {
     pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
-/// Loads a case file from `…/<family>/<category>/<stem>.yaml`, refusing an invalid one.
-pub fn load_case(path: &Path) -> Result<crate::case::Case, String> {
-    let parent = path.parent();
-    let category = parent
-        .and_then(Path::file_name)
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let fam_name = parent
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let fam = crate::case::family(fam_name)
-        .ok_or_else(|| format!("{}: not under <family>/<category>/", path.display()))?;
-    let case = crate::case::Case::load(path, fam, category);
-    if !case.is_valid() {
-        let errors: Vec<String> = case.errors().map(|v| v.to_string()).collect();
-        return Err(format!(
-            "{}: the case is invalid:\n{}",
-            path.display(),
-            errors.join("\n")
-        ));
-    }
-    Ok(case)
-}
-
 pub fn job_dir(out: &Path) -> PathBuf {
-    out.join(format!(
-        "job-{}",
-        crate::env::job_id().unwrap_or_else(|| "nojob".into())
-    ))
+    crate::role::rendezvous::Rendezvous::for_this_job(out)
+        .dir()
+        .to_path_buf()
 }
 
 /// A copy of the model directory with `num_hidden_layers` set to `layers` (files linked, not copied).
@@ -78,14 +51,6 @@ fn model_variant(model: &Path, layers: u64, dir: &Path) -> Result<PathBuf, Strin
     Ok(out)
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
 #[derive(Debug, Serialize)]
 struct CsvRow<'a> {
     model: &'a str,
@@ -104,7 +69,7 @@ struct CsvRow<'a> {
 }
 
 pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
-    let case = load_case(case_path)?;
+    let case = crate::case::Case::load_file(case_path)?;
     let Some(CaseSpec::Latency(spec)) = &case.spec else {
         return Err(format!("{}: not a latency case", case_path.display()));
     };
@@ -131,7 +96,7 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
         .iter()
         .flat_map(|b| seqs.iter().map(move |s| (*b, *s)))
         .collect();
-    let profiled = spec.profile != Profile::None && which("nsys").is_some();
+    let profiled = spec.profile != Profile::None && crate::fsutil::which("nsys").is_some();
     if spec.profile != Profile::None && !profiled {
         println!(
             "profile: {:?} requested, but nsys is not installed on this machine: running without a profile",

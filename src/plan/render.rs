@@ -92,6 +92,49 @@ struct SlurmFields {
     container_mounts: Option<String>,
 }
 
+impl SlurmFields {
+    /// The `slurm` section the script, latency and aggregated families share; no containers.
+    fn from_script(s: &crate::case::script::ScriptSlurm, nodes: u64, gpus_per_node: u64) -> Self {
+        SlurmFields {
+            partition: s.partition.clone(),
+            account: s.account.clone(),
+            job_time: s.job_time.clone(),
+            extra_args: s.extra_args.clone(),
+            nodes,
+            gpus_per_node,
+            container_image: None,
+            container_mounts: None,
+        }
+    }
+}
+
+/// The one step of a family whose job runs a servetest subcommand: `servetest FAMILY run --case
+/// PATH --out DIR`, logging to `DIR/FAMILY.log`.
+fn family_step(
+    family: &str,
+    input: &RenderInput,
+    case_path: &Path,
+    dir: &Path,
+    gpus: u64,
+) -> PlannedStep {
+    PlannedStep {
+        name: family.into(),
+        argv: vec![
+            input.servetest.display().to_string(),
+            family.into(),
+            "run".into(),
+            "--case".into(),
+            case_path.display().to_string(),
+            "--out".into(),
+            dir.display().to_string(),
+        ],
+        ntasks: 1,
+        nodes: 1,
+        gpus,
+        log: dir.join(format!("{family}.log")),
+    }
+}
+
 pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     let case = input.case;
     let spec = case.spec.as_ref().ok_or_else(|| RenderError::NoSpec {
@@ -163,77 +206,29 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                     .collect();
                 (fields, env, steps)
             }
-            CaseSpec::Latency(s) => {
-                let fields = SlurmFields {
-                    partition: s.slurm.partition.clone(),
-                    account: s.slurm.account.clone(),
-                    job_time: s.slurm.job_time.clone(),
-                    extra_args: s.slurm.extra_args.clone(),
-                    nodes: 1,
-                    gpus_per_node: 0,
-                    container_image: None,
-                    container_mounts: None,
-                };
-                let step = PlannedStep {
-                    name: "latency".into(),
-                    argv: vec![
-                        input.servetest.display().to_string(),
-                        "latency".into(),
-                        "run".into(),
-                        "--case".into(),
-                        case_path.display().to_string(),
-                        "--out".into(),
-                        dir.display().to_string(),
-                    ],
-                    ntasks: 1,
-                    nodes: 1,
-                    gpus: 0,
-                    log: dir.join("latency.log"),
-                };
-                (fields, Vec::new(), vec![step])
-            }
+            CaseSpec::Latency(s) => (
+                SlurmFields::from_script(&s.slurm, 1, 0),
+                Vec::new(),
+                vec![family_step("latency", input, &case_path, &dir, 0)],
+            ),
             CaseSpec::Aggregated(s) => {
                 // The largest model sets the allocation: nodes = tp·pp·dp / GPUs per node.
                 let devices = case.total_gpus().unwrap_or(0);
-                let fields = SlurmFields {
-                    partition: s.slurm.partition.clone(),
-                    account: s.slurm.account.clone(),
-                    job_time: s.slurm.job_time.clone(),
-                    extra_args: s.slurm.extra_args.clone(),
-                    nodes: devices.div_ceil(s.gpus_per_node.max(1)).max(1),
-                    gpus_per_node: s.gpus_per_node,
-                    container_image: None,
-                    container_mounts: None,
-                };
-                let step = PlannedStep {
-                    name: "aggregated".into(),
-                    argv: vec![
-                        input.servetest.display().to_string(),
-                        "aggregated".into(),
-                        "run".into(),
-                        "--case".into(),
-                        case_path.display().to_string(),
-                        "--out".into(),
-                        dir.display().to_string(),
-                    ],
-                    ntasks: 1,
-                    nodes: 1,
-                    gpus: devices.min(s.gpus_per_node),
-                    log: dir.join("aggregated.log"),
-                };
-                (fields, Vec::new(), vec![step])
+                let nodes = devices.div_ceil(s.gpus_per_node.max(1)).max(1);
+                (
+                    SlurmFields::from_script(&s.slurm, nodes, s.gpus_per_node),
+                    Vec::new(),
+                    vec![family_step(
+                        "aggregated",
+                        input,
+                        &case_path,
+                        &dir,
+                        devices.min(s.gpus_per_node),
+                    )],
+                )
             }
             CaseSpec::Script(s) => {
-                let fields = SlurmFields {
-                    partition: s.slurm.partition.clone(),
-                    account: s.slurm.account.clone(),
-                    job_time: s.slurm.job_time.clone(),
-                    extra_args: s.slurm.extra_args.clone(),
-                    nodes: 1,
-                    gpus_per_node: 0,
-                    container_image: None,
-                    container_mounts: None,
-                };
+                let fields = SlurmFields::from_script(&s.slurm, 1, 0);
                 let env = s
                     .environment
                     .iter()

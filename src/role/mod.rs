@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::case::name::Side;
 use crate::case::schema::DisaggSpec;
-use crate::case::{family, Case, CaseSpec};
+use crate::case::{Case, CaseSpec};
 use crate::serve::engine::{self, Engine, Tools};
 use rendezvous::Rendezvous;
 
@@ -132,33 +132,9 @@ impl RoleContext {
     }
 }
 
-/// Loads the case from its path (`…/<family>/<category>/<stem>.yaml`), refusing an invalid one.
+/// Loads the case from its path, refusing an invalid one or another family.
 fn load_case(path: &Path) -> Result<(String, String, DisaggSpec), String> {
-    let parent = path.parent();
-    let category = parent
-        .and_then(Path::file_name)
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let fam_name = parent
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let fam = family(fam_name).ok_or_else(|| {
-        format!(
-            "{}: not under <family>/<category>/ (found family `{fam_name}`)",
-            path.display()
-        )
-    })?;
-    let case = Case::load(path, fam, category);
-    if !case.is_valid() {
-        let errors: Vec<String> = case.errors().map(|v| v.to_string()).collect();
-        return Err(format!(
-            "{}: the case is invalid:\n{}",
-            path.display(),
-            errors.join("\n")
-        ));
-    }
+    let case = Case::load_file(path)?;
     match case.spec {
         Some(CaseSpec::Disagg(spec)) => Ok((case.name, case.category, *spec)),
         _ => Err(format!(
@@ -198,13 +174,10 @@ pub fn main(case_path: &Path, case_out: &Path, role: Option<&str>) -> Result<(),
                 .join(", ")
         ));
     }
-    let job = crate::env::job_id().unwrap_or_else(|| "nojob".to_owned());
-    let rdv = Rendezvous::for_job(case_out, &job);
+    let rdv = Rendezvous::for_this_job(case_out);
     std::fs::create_dir_all(rdv.dir())
         .map_err(|e| format!("failed to create {}: {e}", rdv.dir().display()))?;
-    let root = crate::env::project_root()
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default();
+    let root = crate::cb::project_root();
     let model_text = spec
         .environment
         .model_path

@@ -114,9 +114,16 @@ impl Rendezvous {
             .map_err(|e| format!("failed to write {}: {e}", path.display()))
     }
 
-    /// The job directory a role of job `job_id` uses under the case's output directory.
+    /// The job directory of job `job_id` under the case's output directory (`job-<id>`): where
+    /// every job step writes, and where the harness reads.
     pub fn for_job(case_out: &Path, job_id: &str) -> Rendezvous {
         Rendezvous::new(&case_out.join(format!("job-{job_id}")))
+    }
+
+    /// The job directory of the job this process runs in (`nojob` outside a job).
+    pub fn for_this_job(case_out: &Path) -> Rendezvous {
+        let job = crate::env::job_id().unwrap_or_else(|| "nojob".to_owned());
+        Rendezvous::for_job(case_out, &job)
     }
 }
 

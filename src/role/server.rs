@@ -75,7 +75,7 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
     }
     write_files(&launch)?;
     let mut numa = ctx.spec.slurm.numa_bind == Some(true);
-    if numa && which("numactl").is_none() {
+    if numa && crate::fsutil::which("numactl").is_none() {
         eprintln!("slurm.numa_bind: numactl is not installed here; starting without NUMA binding");
         numa = false;
     }
@@ -275,12 +275,4 @@ fn benchmark_silence(ctx: &RoleContext) -> Option<Duration> {
         .as_secs_f64();
     let silence = Duration::from_secs_f64((now - rec.updated).max(0.0));
     (silence > BENCHMARK_SILENCE).then_some(silence)
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    })
 }
