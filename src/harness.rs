@@ -219,6 +219,7 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         }
     }
     if let Some(ctx) = &context {
+        ctx.flush_results();
         if !listing {
             match ctx.write_html() {
                 Ok(path) => eprintln!("servetest: HTML report {}", path.display()),
@@ -328,6 +329,7 @@ fn install_signal_handler(ctx: Arc<RunContext>) {
             ctx.progress()
                 .line(&format!("servetest: {name}: cancelling this run's jobs"));
             let n = ctx.cancel_all();
+            ctx.flush_results();
             ctx.progress().line(&format!(
                 "servetest: cancelled {n} job(s); results written so far are kept"
             ));

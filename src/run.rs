@@ -724,6 +724,17 @@ impl RunContext {
     }
 
     /// `report.html` over this run's results (and the baseline run, when gating against one).
+    /// Brings results.json up to date with every row written so far (end of run, Ctrl-C).
+    pub fn flush_results(&self) {
+        if let Err(e) = self.results.flush() {
+            self.progress.line(&format!(
+                "servetest: failed to write {}: {e} (the CSV {} holds every row)",
+                self.results.json_path().display(),
+                self.results.csv_path().display()
+            ));
+        }
+    }
+
     pub fn write_html(&self) -> Result<PathBuf, String> {
         crate::report::html::write_for_run(
             &self.opts.out_root,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
+use servetest::bench::client::ErrorKind;
 use servetest::case::{family, Case};
 
 fn root() -> PathBuf {
@@ -187,6 +188,115 @@ proptest! {
         let r = servetest::role::rendezvous::Rendezvous::new(dir.path());
         prop_assert!(r.status().is_some());
         let _ = r.read("CTX_0");
+    }
+}
+
+/// SSE streams of a completion: the bytes a server sends, and where its reads are cut.
+mod sse {
+    use super::*;
+    use servetest::bench::client::RequestOutput;
+    use servetest::bench::sse::read_completion;
+
+    pub type Read = (Result<(), (ErrorKind, String)>, RequestOutput);
+
+    /// Feeds `bytes` cut at `cuts` (positions, any order) to the client's stream reader.
+    pub fn read(bytes: &[u8], cuts: &[prop::sample::Index]) -> Read {
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.extend([0, bytes.len()]);
+        at.sort_unstable();
+        at.dedup();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = at
+            .windows(2)
+            .map(|w| Ok(bytes[w[0]..w[1]].to_vec()))
+            .collect();
+        let mut out = RequestOutput::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let r = rt.block_on(read_completion(
+            futures_util::stream::iter(chunks),
+            std::time::Instant::now(),
+            &mut out,
+            |_| ErrorKind::Interrupted,
+        ));
+        (r, out)
+    }
+
+    /// A well-formed stream: optional BOM, tokens (any text, JSON-escaped) as completions or chat
+    /// chunks, comments and empty texts between them, a usage chunk, `[DONE]`, one line ending.
+    pub fn stream() -> impl Strategy<Value = (Vec<u8>, String, usize, usize)> {
+        (
+            any::<bool>(),
+            prop::collection::vec(("\\PC{0,6}", any::<bool>(), 0u8..4), 1..12),
+            prop::sample::select(vec!["\n", "\r\n", "\r"]),
+            0u64..5000,
+        )
+            .prop_map(|(bom, tokens, eol, prompt)| {
+                let mut s = String::new();
+                if bom {
+                    s.push('\u{feff}');
+                }
+                let mut text = String::new();
+                let mut token_events = 0;
+                for (tok, chat, extra) in &tokens {
+                    let tok_json = serde_json::to_string(tok).unwrap();
+                    let choice = if *chat {
+                        format!("{{\"delta\":{{\"content\":{tok_json}}}}}")
+                    } else {
+                        format!("{{\"text\":{tok_json}}}")
+                    };
+                    match extra {
+                        1 => s.push_str(&format!(": keep-alive{eol}{eol}")),
+                        2 => s.push_str(&format!("event: message{eol}")),
+                        _ => {}
+                    }
+                    s.push_str(&format!("data: {{\"choices\":[{choice}]}}{eol}{eol}"));
+                    text.push_str(tok);
+                    token_events += 1;
+                }
+                s.push_str(&format!(
+                    "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{}}}}}{eol}{eol}",
+                    tokens.len()
+                ));
+                s.push_str(&format!("data: [DONE]{eol}{eol}"));
+                (s.into_bytes(), text, token_events, prompt as usize)
+            })
+    }
+}
+
+proptest! {
+    /// Any bytes, cut anywhere: no panic, and a stream without `[DONE]` never counts as complete.
+    #[test]
+    fn sse_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400),
+                           cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        let (r, _) = sse::read(&bytes, &cuts);
+        if !bytes.windows(6).any(|w| w == b"[DONE]") {
+            prop_assert!(r.is_err());
+        }
+    }
+
+    /// A well-formed stream, cut into reads anywhere (inside characters, inside the BOM, between
+    /// CR and LF): all of its text, one gap per token after the first, the server's usage.
+    #[test]
+    fn sse_well_formed_streams_read_whole((bytes, text, tokens, prompt) in sse::stream(),
+                                          cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..16)) {
+        let (r, out) = sse::read(&bytes, &cuts);
+        prop_assert_eq!(r, Ok(()));
+        prop_assert_eq!(out.generated_text, text);
+        prop_assert_eq!(out.itl.len(), tokens - 1);
+        prop_assert_eq!(out.prompt_len, prompt);
+        prop_assert_eq!(out.output_tokens, Some(tokens));
+    }
+
+    /// The same stream ended early (the server died): a failure, never a success.
+    #[test]
+    fn sse_streams_cut_short_fail((bytes, ..) in sse::stream(), end in any::<prop::sample::Index>(),
+                                  cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        // Anywhere before the blank line that ends the [DONE] event.
+        let end = end.index(bytes.len() - 1);
+        let (r, _) = sse::read(&bytes[..end], &cuts);
+        let kind = r.expect_err("a stream cut short read as complete").0;
+        prop_assert!(matches!(kind, ErrorKind::Interrupted | ErrorKind::MalformedStream), "{kind:?}");
     }
 }
 

@@ -1,12 +1,10 @@
 //! One request against an OpenAI-compatible server, timed the way vLLM's benchmark times it: TTFT is
 //! the first chunk that carries a choice, ITL the gap between consecutive such chunks, E2EL the whole
-//! request. The SSE stream is parsed incrementally (eventsource-stream), so chunks split across reads,
+//! request. The SSE stream is parsed incrementally (`sse`), so chunks split across reads,
 //! several events in one read, comments and a usage-only final chunk are all handled.
 
 use std::time::{Duration, Instant};
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -131,7 +129,7 @@ pub fn body(settings: &RequestSettings, req: &Request) -> Value {
 }
 
 /// The text of a chunk's first choice (completions: `text`; chat: `delta.content`), if it has one.
-fn choice_text(chunk: &Value) -> Option<String> {
+pub(crate) fn choice_text(chunk: &Value) -> Option<String> {
     let choice = chunk.get("choices")?.as_array()?.first()?;
     let text = choice
         .get("text")
@@ -140,7 +138,7 @@ fn choice_text(chunk: &Value) -> Option<String> {
     Some(text.and_then(Value::as_str).unwrap_or_default().to_owned())
 }
 
-fn usage(chunk: &Value, out: &mut RequestOutput) {
+pub(crate) fn usage(chunk: &Value, out: &mut RequestOutput) {
     if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
         if let Some(c) = u.get("completion_tokens").and_then(Value::as_u64) {
             out.output_tokens = Some(c as usize);
@@ -219,65 +217,11 @@ pub async fn send(
             out.success = true;
             return out;
         }
-        let mut events = resp.bytes_stream().eventsource();
-        let mut first = true;
-        let mut last = start;
-        let mut done = false;
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(ev) => ev,
-                Err(e) => {
-                    let kind = match &e {
-                        eventsource_stream::EventStreamError::Transport(t) => classify(t),
-                        _ => ErrorKind::MalformedStream,
-                    };
-                    return fail(out, kind, e.to_string());
-                }
-            };
-            let data = event.data.trim();
-            if data.is_empty() {
-                continue;
-            }
-            if data == "[DONE]" {
-                done = true;
-                break;
-            }
-            let chunk: Value = match serde_json::from_str(data) {
-                Ok(v) => v,
-                Err(e) => return fail(out, ErrorKind::MalformedStream, format!("bad chunk: {e}")),
-            };
-            if let Some(text) = choice_text(&chunk) {
-                let now = Instant::now();
-                if first {
-                    out.ttft = now.duration_since(start).as_secs_f64();
-                    out.server_ttft = chunk
-                        .get("servetest_sim")
-                        .and_then(|s| s.get("ttft_us"))
-                        .and_then(Value::as_u64)
-                        .map(|us| us as f64 / 1e6);
-                    first = false;
-                } else {
-                    out.itl.push(now.duration_since(last).as_secs_f64());
-                }
-                last = now;
-                out.generated_text.push_str(&text);
-            }
-            usage(&chunk, &mut out);
-        }
+        let read =
+            super::sse::read_completion(resp.bytes_stream(), start, &mut out, classify).await;
         out.latency = start.elapsed().as_secs_f64();
-        if first {
-            return fail(
-                out,
-                ErrorKind::MalformedStream,
-                "stream ended without any token".into(),
-            );
-        }
-        if !done {
-            return fail(
-                out,
-                ErrorKind::Interrupted,
-                "stream ended before [DONE]".into(),
-            );
+        if let Err((kind, detail)) = read {
+            return fail(out, kind, detail);
         }
         out.success = true;
         out

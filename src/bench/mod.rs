@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod metrics;
 pub mod report;
 pub mod sim;
+pub mod sse;
 
 use std::io::IsTerminal;
 use std::sync::Arc;

@@ -272,6 +272,15 @@ async fn sse_edge_cases() {
         Some(ErrorKind::MalformedStream),
         "no token at all"
     );
+    // A BOM first and CR line endings: both legal SSE (eventsource-stream alone panics on the BOM).
+    let url = raw_server(
+        vec!["\u{feff}data: {\"choices\":[{\"text\":\"a\"}]}\r\rdata: [DONE]\r\r"],
+        false,
+    )
+    .await;
+    let o = one(&url).await;
+    assert!(o.success, "{o:?}");
+    assert_eq!(o.generated_text, "a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
