@@ -86,7 +86,7 @@ pub fn run(a: CbRunArgs) -> Result<bool, String> {
         abs_tol: None,
         matrix: Default::default(),
     };
-    let root = servetest::cb::project_root();
+    let root = servetest::env::project_dir();
     let python = servetest::cb::engine(&root)?;
     let dir: PathBuf = servetest::cb::case_dir("cb-run");
     let (result, _) = servetest::cb::drive(&python, &root, &spec, "output", &dir)?;

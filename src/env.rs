@@ -168,6 +168,14 @@ pub fn project_root() -> Option<PathBuf> {
     path(PROJECT_ROOT)
 }
 
+/// Where the project's scripts, configs and models are: `$SERVETEST_PROJECT_ROOT` when set (job
+/// steps get it), else the current directory.
+pub fn project_dir() -> PathBuf {
+    project_root()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default()
+}
+
 pub fn serve_host() -> Option<String> {
     non_empty(SERVE_HOST)
 }

@@ -153,7 +153,7 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
     let cb_missing = chosen
         .iter()
         .any(|c| c.family.name == "cb")
-        .then(|| crate::cb::engine(&crate::cb::project_root()).err())
+        .then(|| crate::cb::engine(&crate::env::project_dir()).err())
         .flatten();
     for case in chosen {
         if !listing {

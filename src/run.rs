@@ -89,6 +89,20 @@ pub fn executable(case: &Case) -> Result<(), String> {
     }
 }
 
+/// What a user should know about a terminal state beyond its name.
+fn state_hint(state: &JobState) -> &'static str {
+    match state {
+        JobState::NodeFail => {
+            "; the node stopped answering the SLURM controller (slurmd down, node crashed or \
+             rebooted; `sinfo -R` says why). Jobs are submitted with --no-requeue, so SLURM does not \
+             rerun it behind this run; `--resume` runs the unfinished cases again"
+        }
+        JobState::Preempted => "; a higher-priority job preempted it",
+        JobState::OutOfMemory => "; a step exceeded its memory limit",
+        _ => "",
+    }
+}
+
 fn unix(t: Option<SystemTime>) -> Option<f64> {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64())
@@ -324,10 +338,16 @@ impl RunContext {
                 self.tails(case, &id)
             )),
             (false, _) => Err(format!(
-                "{}: job {id} ended {} (exit code {}){}",
+                "{}: job {id} ended {}{} (exit code {}){}{}",
                 case.name,
                 record.state,
+                record
+                    .nodes
+                    .as_deref()
+                    .map(|n| format!(" on {n}"))
+                    .unwrap_or_default(),
                 record.exit_code.as_deref().unwrap_or("unknown"),
+                state_hint(&record.state),
                 self.tails(case, &id)
             )),
         };

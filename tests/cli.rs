@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::text;
+
 fn servetest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_servetest"))
         .args(args)
@@ -10,14 +13,6 @@ fn servetest(args: &[&str]) -> Output {
         .env_remove("GPU_TYPE")
         .output()
         .expect("run servetest")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn fixture_tree(rules: &[&str]) -> tempfile::TempDir {

@@ -9,9 +9,8 @@ use servetest::exec::process::live_members;
 use servetest::serve::engine::{default_python, ServeSpec, Vllm};
 use servetest::serve::server::{free_port, Server};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::root;
 
 fn tiny_model() -> PathBuf {
     let model = std::env::var("SERVETEST_TINY_MODEL")

@@ -2,13 +2,12 @@
 //! batching, failure states, debug mode, and cancellation on SIGINT. Run by scripts/test with
 //! `--features perf` after `scripts/slurm-up` (SLURM_CONF must point at that cluster).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{harness_command, root, text};
 
 fn harness(
     executor: &str,
@@ -17,31 +16,12 @@ fn harness(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servetest"));
-    cmd.arg("test")
-        .arg("--config-dir")
-        .arg(root().join("tests/exec_configs").join(tree))
-        .args(extra)
-        .env("SERVETEST_EXECUTOR", executor)
-        .env("SERVETEST_CLUSTER", root().join("clusters/local.yaml"))
-        .env("SERVETEST_POLL_INTERVAL", "0.5")
-        .env("OUTPUT_PATH", out)
-        .env("GPU_TYPE", "CPU")
-        .env_remove("DISAGG_BATCH_SIZE")
-        .env_remove("DEBUG_MODE")
-        .env_remove("SERVETEST_TEST_LIST");
+    let mut cmd = harness_command(executor, &root().join("tests/exec_configs").join(tree), out);
+    cmd.args(extra);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The tracker.json the run wrote for `case`.
@@ -162,7 +142,10 @@ fn failed_timed_out_and_cancelled_jobs_fail_their_trials_with_state_and_log_tail
     let failed = outcome("b-exit-1");
     assert_eq!(failed["event"], "failed");
     let msg = failed["stdout"].as_str().unwrap();
-    assert!(msg.contains("ended FAILED (exit code 1:0)"), "{msg}");
+    assert!(
+        msg.contains("ended FAILED on ") && msg.contains("(exit code 1:0)"),
+        "state, node and exit code: {msg}"
+    );
     assert!(msg.contains("boom"), "the log tail shows stderr: {msg}");
     let timeout = outcome("c-time-limit");
     assert!(
@@ -759,4 +742,173 @@ fn a_full_output_disk_fails_the_trial_and_keeps_what_was_written() {
         1,
         "{done}"
     );
+}
+
+/// A `key=value` of the cluster's slurm.conf (`SLURM_CONF`).
+fn slurm_conf(key: &str) -> String {
+    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF (eval \"$(scripts/slurm-up)\")");
+    std::fs::read_to_string(&conf)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("{key} not in {conf}"))
+}
+
+/// Pids whose command line or environment names SLURM job `id`: its slurmstepd and every process
+/// of its steps.
+fn job_processes(id: &str) -> Vec<i32> {
+    let step = format!("slurmstepd: [{id}.");
+    let env = format!("SLURM_JOB_ID={id}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&read("cmdline")).into_owned();
+        let environ = read("environ");
+        if cmdline.starts_with(&step) || environ.split(|b| *b == 0).any(|kv| kv == env.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The node as `sinfo` shows it.
+fn node_state() -> String {
+    Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Starts slurmd again (if it is not running) and waits until the node takes jobs: run even when the
+/// test fails, so the tests after it find a working cluster.
+struct RestartSlurmd;
+impl Drop for RestartSlurmd {
+    fn drop(&mut self) {
+        // No panics here: this also runs while a failed assertion unwinds.
+        let Ok(conf) = std::env::var("SLURM_CONF") else {
+            return;
+        };
+        let pid_file = std::fs::read_to_string(&conf).ok().and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("SlurmdPidFile=").map(str::to_owned))
+        });
+        let alive = pid_file
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = Command::new("slurmd").args(["-f", &conf]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !["idle", "mixed", "allocated"].contains(&node_state().as_str())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// A node crash mid-job: slurmd and every process of the running job are SIGKILLed. The controller
+/// marks the node down after `SlurmdTimeout` and the job NODE_FAIL; that trial fails naming the
+/// state, the node and what to do, its row is written, and the next case (submitted once slurmd is
+/// back) passes.
+#[test]
+fn slurmd_stopped_mid_job_fails_that_trial_and_the_next_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let child = harness(
+        "slurm",
+        "nodefail",
+        out.path(),
+        &["--disagg-batch-size", "1", "--test-threads", "1"],
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let _restart = RestartSlurmd;
+    let victim = "script_perf_a-node-crash";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let o = Command::new("squeue")
+            .args(["-h", "-t", "running", "-n", victim, "-o", "%i"])
+            .output()
+            .unwrap();
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        if !id.is_empty() && !job_processes(&id).is_empty() {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{victim} never ran: {}",
+            squeue_names()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let slurmd: i32 = std::fs::read_to_string(slurm_conf("SlurmdPidFile"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let crashed = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-9", &slurmd.to_string()])
+        .status();
+    for pid in job_processes(&id) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    // The controller notices after SlurmdTimeout; then the node comes back.
+    let limit: u64 = slurm_conf("SlurmdTimeout").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(limit * 3 + 60);
+    loop {
+        let o = Command::new("squeue")
+            .args(["-h", "-t", "all", "-j", &id, "-o", "%T"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&o.stdout).trim() == "NODE_FAIL" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never became NODE_FAIL (node {}; SlurmdTimeout {limit})",
+            node_state()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let detected = crashed.elapsed();
+    drop(_restart);
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    let host = Command::new("hostname").arg("-s").output().unwrap();
+    let host = String::from_utf8_lossy(&host.stdout).trim().to_owned();
+    assert!(
+        t.contains(&format!("job {id} ended NODE_FAIL on {host}")),
+        "{t}"
+    );
+    assert!(t.contains("--no-requeue") && t.contains("--resume"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.contains("script_perf_b-after-recovery") && l.ends_with("... ok")),
+        "the next case runs once the node is back:\n{t}"
+    );
+    let rows = result_rows(out.path());
+    assert!(
+        rows.contains(&(victim.to_owned(), "NODE_FAIL".to_owned())),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&(
+            "script_perf_b-after-recovery".to_owned(),
+            "COMPLETED".to_owned()
+        )),
+        "{rows:?}"
+    );
+    assert!(job_processes(&id).is_empty(), "processes of job {id} left");
+    eprintln!("NODE_FAIL seen {detected:?} after the crash (SlurmdTimeout {limit} s)");
 }

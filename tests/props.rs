@@ -10,9 +10,8 @@ use proptest::prelude::*;
 use servetest::bench::client::ErrorKind;
 use servetest::case::{family, Case};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::root;
 
 /// Every repository case file with its family and category.
 fn seeds() -> Vec<(String, String, String)> {

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use servetest::exec::process::live_members;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{harness_command, root, text};
 
 const SIM: &str = "tests/fixtures/engines/sim-engine";
 const HANG: &str = "tests/fixtures/engines/hang-engine";
@@ -23,33 +22,14 @@ fn harness(executor: &str, tree: &str, out: &Path, filter: &str, engine: Option<
         root().join(".venv/router/bin/vllm-router").exists(),
         "the vllm-router is missing: run scripts/engine-setup"
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servetest"));
-    cmd.arg("test")
-        .arg("--config-dir")
-        .arg(root().join(tree))
-        .args(["--exact", filter])
+    let mut cmd = harness_command(executor, &root().join(tree), out);
+    cmd.args(["--exact", filter])
         .current_dir(root())
-        .env("SERVETEST_EXECUTOR", executor)
-        .env("SERVETEST_CLUSTER", root().join("clusters/local.yaml"))
-        .env("SERVETEST_POLL_INTERVAL", "0.5")
-        .env("OUTPUT_PATH", out)
-        .env("GPU_TYPE", "CPU")
-        .env_remove("DISAGG_BATCH_SIZE")
-        .env_remove("DEBUG_MODE")
-        .env_remove("SERVETEST_TEST_LIST")
         .env_remove("SERVETEST_ENGINE_PYTHON");
     if let Some(engine) = engine {
         cmd.env("SERVETEST_ENGINE_PYTHON", root().join(engine));
     }
     cmd
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The case's only job directory (`job-<id>`).

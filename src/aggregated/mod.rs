@@ -136,7 +136,7 @@ pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), 
         resume.infer.extend(r.infer);
         resume.perf.extend(r.perf);
     }
-    let root = crate::cb::project_root();
+    let root = crate::env::project_dir();
     let python = default_python(&root);
     let run_dir = out.join(stamp("%Y%m%d_%H%M"));
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;

@@ -23,12 +23,6 @@ pub const MODELS_ENV: &str = "SERVETEST_CB_MODELS";
 /// Seconds one case may take (engine start included) before its process group is killed.
 const TIMEOUT: Duration = Duration::from_secs(900);
 
-pub fn project_root() -> PathBuf {
-    crate::env::project_root()
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_default()
-}
-
 /// The engine's interpreter, or why cb cases cannot run here (they are then ignored, never passed).
 pub fn engine(root: &Path) -> Result<PathBuf, String> {
     let python = crate::serve::engine::default_python(root);
@@ -76,7 +70,7 @@ pub fn run(case: &Case) -> Result<String, String> {
     let Some(CaseSpec::Cb(spec)) = &case.spec else {
         return Err(format!("{}: not a cb case", case.name));
     };
-    let root = project_root();
+    let root = crate::env::project_dir();
     let python = engine(&root)?;
     let mode = if case.category == "steps" {
         "steps"

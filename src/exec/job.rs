@@ -100,6 +100,8 @@ pub struct JobRecord {
     pub state: JobState,
     /// `exit:signal` as SLURM reports it, when known.
     pub exit_code: Option<String>,
+    /// The nodes it ran on (SLURM's `NodeList`), when known.
+    pub nodes: Option<String>,
     pub submitted: SystemTime,
     pub started: Option<SystemTime>,
     pub finished: Option<SystemTime>,
@@ -115,6 +117,7 @@ impl JobRecord {
                 reason: String::new(),
             },
             exit_code: None,
+            nodes: None,
             submitted: SystemTime::now(),
             started: None,
             finished: None,

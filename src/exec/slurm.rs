@@ -115,15 +115,29 @@ pub fn parse_squeue(text: &str) -> HashMap<String, JobState> {
         .collect()
 }
 
-/// `JobState=` and `ExitCode=` of `scontrol -o show job ID` (one line, `key=value` words).
-pub fn parse_scontrol(text: &str) -> Option<(JobState, Option<String>)> {
+/// What `scontrol -o show job ID` says of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScontrolJob {
+    pub state: JobState,
+    pub exit_code: Option<String>,
+    /// `NodeList=`; `None` for `(null)` (never ran).
+    pub nodes: Option<String>,
+}
+
+/// `JobState=`, `ExitCode=` and `NodeList=` of `scontrol -o show job ID` (one line, `key=value`
+/// words).
+pub fn parse_scontrol(text: &str) -> Option<ScontrolJob> {
     let field = |key: &str| {
         text.split_whitespace()
             .find_map(|w| w.strip_prefix(key).map(str::to_owned))
     };
     let state = field("JobState=")?;
     let reason = field("Reason=").unwrap_or_default();
-    Some((JobState::from_slurm(&state, &reason), field("ExitCode=")))
+    Some(ScontrolJob {
+        state: JobState::from_slurm(&state, &reason),
+        exit_code: field("ExitCode="),
+        nodes: field("NodeList=").filter(|n| !n.is_empty() && n != "(null)"),
+    })
 }
 
 impl SlurmExecutor {
@@ -177,23 +191,22 @@ impl SlurmExecutor {
                     self.table.update(&id, |r| r.state = state);
                 }
                 _ => {
-                    let (state, exit) = match self.scontrol(&id) {
-                        Ok(found) => found,
-                        Err(_) => match listed.get(&id) {
-                            Some(state) => (state.clone(), None),
-                            None => (JobState::Vanished, None),
-                        },
-                    };
+                    let found = self.scontrol(&id).unwrap_or_else(|_| ScontrolJob {
+                        state: listed.get(&id).cloned().unwrap_or(JobState::Vanished),
+                        exit_code: None,
+                        nodes: None,
+                    });
                     self.table.update(&id, |r| {
-                        r.state = state;
-                        r.exit_code = exit;
+                        r.state = found.state;
+                        r.exit_code = found.exit_code;
+                        r.nodes = found.nodes.or(r.nodes.take());
                     });
                 }
             }
         }
     }
 
-    fn scontrol(&self, id: &str) -> Result<(JobState, Option<String>), ExecError> {
+    fn scontrol(&self, id: &str) -> Result<ScontrolJob, ExecError> {
         let out = run(
             "scontrol",
             &["-o".into(), "show".into(), "job".into(), id.into()],
@@ -265,10 +278,11 @@ impl Executor for SlurmExecutor {
 
     fn adopt(&self, id: &str, case: &str) -> Result<JobRecord, ExecError> {
         if self.table.get(id).is_none() {
-            let (state, exit_code) = self.scontrol(id)?;
+            let found = self.scontrol(id)?;
             self.table.insert(JobRecord {
-                state,
-                exit_code,
+                state: found.state,
+                exit_code: found.exit_code,
+                nodes: found.nodes,
                 ..JobRecord::pending(id, case)
             });
         }
@@ -300,9 +314,16 @@ mod tests {
     #[test]
     fn scontrol_line() {
         let line = "JobId=7 JobName=x UserId=root(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) ExitCode=0:15 RunTime=00:01:27";
-        let (state, exit) = parse_scontrol(line).unwrap();
-        assert_eq!(state, JobState::Timeout);
-        assert_eq!(exit.as_deref(), Some("0:15"));
+        let job = parse_scontrol(line).unwrap();
+        assert_eq!(job.state, JobState::Timeout);
+        assert_eq!(job.exit_code.as_deref(), Some("0:15"));
+        assert_eq!(job.nodes, None, "no NodeList field");
+        let failed = "JobId=9 JobState=NODE_FAIL Reason=NodeDown ExitCode=0:0 NodeList=node-3 BatchHost=node-3";
+        let job = parse_scontrol(failed).unwrap();
+        assert_eq!(job.state, JobState::NodeFail);
+        assert_eq!(job.nodes.as_deref(), Some("node-3"));
+        let never_ran = "JobId=10 JobState=CANCELLED Reason=None ExitCode=0:0 NodeList=(null)";
+        assert_eq!(parse_scontrol(never_ran).unwrap().nodes, None);
         assert!(parse_scontrol("slurm_load_jobs error: Invalid job id specified").is_none());
     }
 }

@@ -73,7 +73,7 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
     let Some(CaseSpec::Latency(spec)) = &case.spec else {
         return Err(format!("{}: not a latency case", case_path.display()));
     };
-    let root = crate::cb::project_root();
+    let root = crate::env::project_dir();
     let dir = job_dir(out);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let composed = compose(&layers_root(&root), &spec.layers)?;

@@ -366,6 +366,9 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
             &fields.gpus_per_node.to_string(),
         )?;
     }
+    // A requeued job reruns under the same id, into the same job directory as the failed attempt;
+    // failing it and letting `--resume` run the case again keeps attempts apart.
+    sbatch.push("--no-requeue".to_owned());
     for arg in &extra {
         if arg.chars().any(char::is_control) {
             return Err(value_err(
@@ -731,6 +734,10 @@ mod tests {
         assert!(!p.script.contains("container-image"));
         assert!(p.script.contains("#SBATCH --nodes=1"));
         assert!(p.script.contains("#SBATCH --time=00:10:00"));
+        assert!(
+            p.script.contains("#SBATCH --no-requeue"),
+            "a requeued job would rerun into its failed attempt's job directory"
+        );
         let joined = p.overrides.join("\n");
         for needle in [
             "slurm.partition: <partition> -> local",

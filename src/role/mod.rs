@@ -177,7 +177,7 @@ pub fn main(case_path: &Path, case_out: &Path, role: Option<&str>) -> Result<(),
     let rdv = Rendezvous::for_this_job(case_out);
     std::fs::create_dir_all(rdv.dir())
         .map_err(|e| format!("failed to create {}: {e}", rdv.dir().display()))?;
-    let root = crate::cb::project_root();
+    let root = crate::env::project_dir();
     let model_text = spec
         .environment
         .model_path
