@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use servetest::exec::process::live_members;
 
 mod common;
-use common::{harness_command, root, text};
+use common::{harness_command, listeners_of, root, text};
 
 const SIM: &str = "tests/fixtures/engines/sim-engine";
 const HANG: &str = "tests/fixtures/engines/hang-engine";
@@ -389,11 +389,37 @@ fn count(path: &Path, needle: &str) -> usize {
 #[test]
 fn real_vllm_prefill_hands_kv_to_decode_through_the_router() {
     let out = tempfile::tempdir().unwrap();
-    let o = harness("local", "test_configs", out.path(), TINY, None)
-        .output()
+    let child = harness("local", "test_configs", out.path(), TINY, None)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Meanwhile: every socket the harness and the job's processes listen on.
+    let mut listeners = std::collections::BTreeSet::new();
+    let pid = child.id();
+    while Path::new(&format!("/proc/{pid}/cmdline")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        listeners.extend(listeners_of(pid));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let o = child.wait_with_output().unwrap();
     let all = text(&o);
     assert!(o.status.success(), "{all}");
+    // Two engines, the router and its metrics port at least; none reachable from outside.
+    let ports: std::collections::BTreeSet<&str> = listeners
+        .iter()
+        .map(|(_, a)| a.rsplit(':').next().unwrap())
+        .collect();
+    assert!(ports.len() >= 4, "too few listeners seen: {listeners:?}");
+    let exposed: Vec<_> = listeners
+        .iter()
+        .filter(|(_, a)| !a.starts_with("127.") && !a.starts_with("[::1]"))
+        .collect();
+    assert!(exposed.is_empty(), "listening beyond loopback: {exposed:?}");
+    eprintln!("listeners: {listeners:?}");
     let job = job_dir(out.path(), TINY).unwrap();
     // Concurrency 1 and 4, multi_round 5: 5 + 20 requests, each prefilled by CTX_0 and decoded by
     // GEN_0 from the KV that CTX_0 saved (vLLM logs a hit on the external cache for each).

@@ -35,3 +35,104 @@ pub fn harness_command(executor: &str, cases: &Path, out: &Path) -> Command {
         .env_remove("SERVETEST_TEST_LIST");
     cmd
 }
+
+/// A listening TCP socket of a process: (process name, local address as `ip:port`).
+pub type Listener = (String, String);
+
+/// Every listening TCP socket (IPv4 and IPv6) held by process `root` or its descendants. (Found by
+/// parentage, not by environment: vllm-router rewrites its process title over its environment.)
+pub fn listeners_of(root: u32) -> Vec<Listener> {
+    let mut by_inode = std::collections::HashMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st … inode (field 9); st 0A = LISTEN.
+            if f.len() > 9 && f[3] == "0A" {
+                by_inode.insert(f[9].to_owned(), proc_net_address(f[1]));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for pid in descendants(root) {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            let link = link.to_string_lossy();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|l| l.strip_suffix(']'))
+            {
+                if let Some(addr) = by_inode.get(inode) {
+                    found.push((comm.trim().to_owned(), addr.clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `root` and every process below it.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid …; comm may hold spaces and parentheses.
+        if let Some(ppid) = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// `0100007F:1F90` → `127.0.0.1:8080`; IPv6 as four little-endian words.
+fn proc_net_address(field: &str) -> String {
+    let (ip, port) = field.split_once(':').unwrap_or((field, "0"));
+    let port = u16::from_str_radix(port, 16).unwrap_or(0);
+    let bytes: Vec<u8> = (0..ip.len() / 2)
+        .map(|i| u8::from_str_radix(&ip[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    let ip: std::net::IpAddr = if bytes.len() == 4 {
+        std::net::Ipv4Addr::new(bytes[3], bytes[2], bytes[1], bytes[0]).into()
+    } else {
+        let mut b = [0u8; 16];
+        for (word, chunk) in bytes.chunks(4).enumerate() {
+            for (i, byte) in chunk.iter().rev().enumerate() {
+                b[word * 4 + i] = *byte;
+            }
+        }
+        std::net::Ipv6Addr::from(b).into()
+    };
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+#[test]
+fn proc_net_addresses() {
+    assert_eq!(proc_net_address("0100007F:1F90"), "127.0.0.1:8080");
+    assert_eq!(proc_net_address("00000000:0050"), "0.0.0.0:80");
+    assert_eq!(
+        proc_net_address("00000000000000000000000001000000:1F90"),
+        "[::1]:8080"
+    );
+}
