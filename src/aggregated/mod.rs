@@ -187,6 +187,8 @@ fn collect_env(python: &Path, path: &Path) {
     let _ = std::fs::write(path, text);
 }
 
+/// vLLM serve flags of a model entry. Its `extra_args` are the seed's literal flags
+/// (`--enforce-eager: ""` is a bare flag), not the key maps `serve::engine::flags_from_map` reads.
 fn serve_args(m: &ModelEntry) -> Vec<String> {
     let s = &m.serve_config;
     let mut a: Vec<String> = vec![

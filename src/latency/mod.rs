@@ -114,7 +114,7 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
                 &seqs,
                 spec.output_len,
                 &dir,
-            );
+            )?;
             let status = std::process::Command::new(&cmd.program)
                 .args(&cmd.args)
                 .status()
@@ -222,7 +222,7 @@ pub fn sglang_command(
     seqs: &[u64],
     output_len: u64,
     dir: &Path,
-) -> crate::exec::process::CommandSpec {
+) -> Result<crate::exec::process::CommandSpec, String> {
     let mut a: Vec<String> = vec![
         "-m".into(),
         "sglang.bench_one_batch".into(),
@@ -234,43 +234,44 @@ pub fn sglang_command(
     a.push("--input-len".into());
     a.extend(seqs.iter().map(u64::to_string));
     a.extend(["--output-len".into(), output_len.to_string()]);
-    let flag = |k: &str| format!("--{}", k.replace('_', "-"));
-    for (k, v) in args {
-        // vLLM-only keys of the shared base layer have no SGLang meaning.
-        if [
-            "load_format",
-            "enforce_eager",
-            "enable_prefix_caching",
-            "block_size",
-        ]
-        .contains(&k.as_str())
-        {
-            continue;
-        }
-        let key = match k.as_str() {
-            "tensor_parallel_size" => "tp_size",
-            "pipeline_parallel_size" => "pp_size",
-            "max_model_len" => "context_length",
-            "max_num_seqs" => "max_running_requests",
-            other => other,
-        };
-        match v {
-            serde_yaml::Value::Bool(true) => a.push(flag(key)),
-            serde_yaml::Value::Bool(false) | serde_yaml::Value::Null => {}
-            serde_yaml::Value::String(s) => a.extend([flag(key), s.clone()]),
-            other => a.extend([flag(key), serde_json::to_string(other).unwrap_or_default()]),
-        }
-    }
+    // vLLM-only keys of the shared base layer have no SGLang meaning; the rest get SGLang's names.
+    let renamed: Vec<(String, serde_yaml::Value)> = args
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "load_format",
+                "enforce_eager",
+                "enable_prefix_caching",
+                "block_size",
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| {
+            let key = match k.as_str() {
+                "tensor_parallel_size" => "tp_size",
+                "pipeline_parallel_size" => "pp_size",
+                "max_model_len" => "context_length",
+                "max_num_seqs" => "max_running_requests",
+                other => other,
+            };
+            (key.to_owned(), v.clone())
+        })
+        .collect();
+    a.extend(crate::serve::engine::flags_from_map(
+        renamed.iter().map(|(k, v)| (k, v)),
+        crate::serve::engine::FlagNames::Dashed,
+        "args",
+    )?);
     a.extend([
         "--result-filename".into(),
         dir.join("sglang-latency.jsonl").display().to_string(),
     ]);
-    crate::exec::process::CommandSpec {
+    Ok(crate::exec::process::CommandSpec {
         program: crate::serve::engine::default_python(root),
         args: a,
         env: Vec::new(),
         cwd: None,
-    }
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -353,7 +354,8 @@ mod tests {
             &[128, 1024],
             32,
             Path::new("/j"),
-        );
+        )
+        .unwrap();
         assert_eq!(
             c.args.join(" "),
             "-m sglang.bench_one_batch --model-path /m/qwen --batch-size 1 8 --input-len 128 1024 \

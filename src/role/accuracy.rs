@@ -28,7 +28,7 @@ pub(super) async fn run(
     let mut scores = Vec::new();
     for (name, task) in &tasks {
         let out = ctx.rdv.dir().join("lm_eval").join(name);
-        let command = lm_eval_command(ctx, router, name, task, &out);
+        let command = lm_eval_command(ctx, router, name, task, &out)?;
         eprintln!(
             "BENCHMARK: accuracy task {name}: {}",
             command.display_line()
@@ -84,7 +84,7 @@ fn lm_eval_command(
     name: &str,
     task: &AccuracyTask,
     out: &Path,
-) -> CommandSpec {
+) -> Result<CommandSpec, String> {
     let model = ctx.model.display().to_string();
     let base = format!(
         "http://{}/v1/completions",
@@ -117,18 +117,12 @@ fn lm_eval_command(
     if local_tasks.is_dir() && !task.extra_kwargs.contains_key("include_path") {
         args.extend(["--include_path".into(), local_tasks.display().to_string()]);
     }
-    for (key, value) in &task.extra_kwargs {
-        match value {
-            serde_yaml::Value::Bool(true) => args.push(format!("--{key}")),
-            serde_yaml::Value::Bool(false) | serde_yaml::Value::Null => {}
-            serde_yaml::Value::String(s) => args.extend([format!("--{key}"), s.clone()]),
-            other => args.extend([
-                format!("--{key}"),
-                serde_json::to_string(other).unwrap_or_default(),
-            ]),
-        }
-    }
-    CommandSpec {
+    args.extend(crate::serve::engine::flags_from_map(
+        &task.extra_kwargs,
+        crate::serve::engine::FlagNames::AsWritten,
+        &format!("accuracy.tasks.{name}.extra_kwargs"),
+    )?);
+    Ok(CommandSpec {
         program: ctx.tools.eval_python.clone(),
         args,
         env: ctx
@@ -139,5 +133,5 @@ fn lm_eval_command(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         cwd: Some(ctx.root.clone()),
-    }
+    })
 }

@@ -211,15 +211,30 @@ pub fn worker_config_name(prefix: &str, side: Side, case: &str) -> String {
     format!("{prefix}.{side}.{case}.yml")
 }
 
-/// `key: value` pass-through entries as `--key value` flags (SGLang, which has no config file):
-/// `true` is a bare flag, `false`/null are left out, lists repeat values, mappings become JSON.
+/// How a YAML key is spelled as a command-line flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagNames {
+    /// `mem_fraction_static` → `--mem-fraction-static` (SGLang, vLLM).
+    Dashed,
+    /// `num_fewshot` → `--num_fewshot` (lm-eval, whose flags keep underscores).
+    AsWritten,
+}
+
+/// `key: value` pass-through entries as `--key value` flags — SGLang worker options (it has no config
+/// file), SGLang latency options, lm-eval `extra_kwargs`: `true` is a bare flag, `false`/null are
+/// left out, lists repeat values, mappings become JSON. `what` names the entries in errors.
 pub fn flags_from_map<'a>(
     entries: impl IntoIterator<Item = (&'a String, &'a serde_yaml::Value)>,
+    names: FlagNames,
+    what: &str,
 ) -> Result<Vec<String>, String> {
     use serde_yaml::Value;
     let mut out = Vec::new();
     for (key, value) in entries {
-        let flag = format!("--{}", key.replace('_', "-"));
+        let flag = match names {
+            FlagNames::Dashed => format!("--{}", key.replace('_', "-")),
+            FlagNames::AsWritten => format!("--{key}"),
+        };
         match value {
             Value::Null | Value::Bool(false) => {}
             Value::Bool(true) => out.push(flag),
@@ -228,14 +243,15 @@ pub fn flags_from_map<'a>(
             Value::Sequence(items) => {
                 out.push(flag);
                 for item in items {
-                    out.push(scalar_text(item).ok_or_else(|| {
-                        format!("worker_config.{key}: list items must be scalars")
-                    })?);
+                    out.push(
+                        scalar_text(item)
+                            .ok_or_else(|| format!("{what}.{key}: list items must be scalars"))?,
+                    );
                 }
             }
             Value::Mapping(_) | Value::Tagged(_) => {
-                let json = serde_json::to_string(value)
-                    .map_err(|e| format!("worker_config.{key}: {e}"))?;
+                let json =
+                    serde_json::to_string(value).map_err(|e| format!("{what}.{key}: {e}"))?;
                 out.extend([flag, json]);
             }
         }

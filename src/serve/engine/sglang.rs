@@ -3,7 +3,8 @@
 //! --pd-disaggregation` in front, given each prefill server's bootstrap port.
 
 use super::{
-    flags_from_map, host_port, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec, WorkerLaunch,
+    flags_from_map, host_port, ClientLaunch, Engine, FlagNames, Launch, RouterLaunch, ServeSpec,
+    WorkerLaunch,
 };
 use crate::case::name::Side;
 use crate::exec::process::CommandSpec;
@@ -113,7 +114,11 @@ impl Engine for Sglang {
                 "worker_config.{side}.cache_transceiver_config: only `backend` applies to SGLang"
             ));
         }
-        extra.extend(flags_from_map(&c.extra)?);
+        extra.extend(flags_from_map(
+            &c.extra,
+            FlagNames::Dashed,
+            "worker_config",
+        )?);
         let mut command = self.serve_command(&ServeSpec {
             model: w.model.to_path_buf(),
             host: w.host.to_owned(),

@@ -178,7 +178,7 @@ fn pass_through_keys_become_flags() {
         "cuda-graph-bs".to_owned(),
         Value::Sequence(vec![1.into(), 2.into()]),
     );
-    let flags = flags_from_map(&m).unwrap();
+    let flags = flags_from_map(&m, FlagNames::Dashed, "worker_config").unwrap();
     assert_eq!(
         flags,
         [
@@ -189,6 +189,17 @@ fn pass_through_keys_become_flags() {
             "--mem-fraction-static",
             "0.8"
         ]
+    );
+    let nested = Value::Sequence(vec![Value::Sequence(vec![1.into()])]);
+    let m = std::collections::BTreeMap::from([("bad".to_owned(), nested)]);
+    assert_eq!(
+        flags_from_map(&m, FlagNames::Dashed, "worker_config").unwrap_err(),
+        "worker_config.bad: list items must be scalars"
+    );
+    let m = std::collections::BTreeMap::from([("num_fewshot".to_owned(), Value::from(5))]);
+    assert_eq!(
+        flags_from_map(&m, FlagNames::AsWritten, "extra_kwargs").unwrap(),
+        ["--num_fewshot", "5"]
     );
 }
 
