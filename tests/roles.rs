@@ -474,3 +474,13 @@ fn real_vllm_decode_server_killed_mid_benchmark_fails_the_trial() {
     assert_eq!(tracker_state(out.path(), TINY_LONG), "FAILED");
     assert_nothing_left(&job_dir(out.path(), TINY_LONG).unwrap());
 }
+
+#[test]
+fn proc_net_addresses() {
+    assert_eq!(common::proc_net_address("0100007F:1F90"), "127.0.0.1:8080");
+    assert_eq!(common::proc_net_address("00000000:0050"), "0.0.0.0:80");
+    assert_eq!(
+        common::proc_net_address("00000000000000000000000001000000:1F90"),
+        "[::1]:8080"
+    );
+}

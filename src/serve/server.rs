@@ -50,8 +50,25 @@ pub enum ServeError {
     },
 }
 
-/// A free TCP port on `host` (the OS picks; there is a short window before the server binds it).
+/// A free TCP port on `host` for a server that binds it later, chosen outside the kernel's ephemeral
+/// range. The window before the server binds can be long (vllm-router binds only once its workers
+/// are healthy, ~40 s here), and meanwhile vLLM's workers take dozens of ephemeral ports: a port the
+/// OS handed out (bind to port 0) was taken in CI before the router got to it. A random port below
+/// the ephemeral range is only taken by another explicit bind to that same port.
 pub fn free_port(host: &str) -> Result<u16, ServeError> {
+    let (first_ephemeral, _) = ephemeral_range();
+    let below = SERVICE_PORTS_FROM..first_ephemeral;
+    if below.len() >= 1000 {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        for _ in 0..64 {
+            let port = rng.random_range(below.clone());
+            if TcpListener::bind((host, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    // No room below the ephemeral range (or all tries taken): let the OS pick.
     TcpListener::bind((host, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -59,6 +76,22 @@ pub fn free_port(host: &str) -> Result<u16, ServeError> {
             host: host.to_owned(),
             source,
         })
+}
+
+/// Service ports are picked from here up to the ephemeral range (below: well-known and registered
+/// services more often bound).
+const SERVICE_PORTS_FROM: u16 = 20000;
+
+/// The kernel's ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`), Linux's default
+/// when unreadable.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 #[derive(Debug)]
@@ -163,5 +196,23 @@ impl Server {
     /// Stops the whole process group (SIGTERM, `grace`, SIGKILL).
     pub async fn stop(mut self, grace: Duration) -> std::io::Result<ExitStatus> {
         self.child.terminate(grace).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let (first, last) = ephemeral_range();
+        assert!(first <= last);
+        for _ in 0..20 {
+            let port = free_port("127.0.0.1").unwrap();
+            if first.saturating_sub(SERVICE_PORTS_FROM) >= 1000 {
+                assert!((SERVICE_PORTS_FROM..first).contains(&port), "{port}");
+            }
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
     }
 }
