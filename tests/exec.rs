@@ -912,3 +912,38 @@ fn slurmd_stopped_mid_job_fails_that_trial_and_the_next_runs() {
     assert!(job_processes(&id).is_empty(), "processes of job {id} left");
     eprintln!("NODE_FAIL seen {detected:?} after the crash (SlurmdTimeout {limit} s)");
 }
+
+/// A second run into the same OUTPUT_PATH reads only its own step output: the local executor
+/// truncates step logs at the start of a step, as `srun --output` does, so metrics of the earlier
+/// run are not parsed again.
+#[test]
+fn a_second_run_into_the_same_output_parses_only_its_own_logs() {
+    for executor in ["local", "slurm"] {
+        let out = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let o = harness(
+                executor,
+                "metrics",
+                out.path(),
+                &[
+                    "--disagg-batch-size",
+                    "0",
+                    "--exact",
+                    "script_perf_bench-sweep",
+                ],
+                &[],
+            )
+            .output()
+            .unwrap();
+            assert!(o.status.success(), "{executor}: {}", text(&o));
+        }
+        let sweep_rows = result_rows(out.path())
+            .into_iter()
+            .filter(|(case, _)| case == "script_perf_bench-sweep")
+            .count();
+        assert_eq!(
+            sweep_rows, 4,
+            "{executor}: two runs of two concurrencies each"
+        );
+    }
+}

@@ -90,6 +90,16 @@ async fn run_job(
             env,
             cwd: Some(plan.work_dir.clone()),
         };
+        // A step's log holds this job's output only, as `srun --output` (which truncates) makes it
+        // under SLURM; otherwise a second run into the same OUTPUT_PATH parses the first run's
+        // metrics again.
+        if let Err(e) = std::fs::File::create(&step.log) {
+            note(format!(
+                "step {}: cannot truncate {}: {e}",
+                step.name,
+                step.log.display()
+            ));
+        }
         match GroupChild::spawn(&step.name, &spec, &step.log) {
             Ok(child) => {
                 note(format!(

@@ -53,6 +53,8 @@ pub struct GroupChild {
     child: Child,
     pgid: Pid,
     log: PathBuf,
+    /// The log's length when this process started: what it wrote begins here (logs are appended to).
+    log_start: u64,
 }
 
 impl GroupChild {
@@ -62,6 +64,7 @@ impl GroupChild {
             std::fs::create_dir_all(dir)?;
         }
         let out = File::options().create(true).append(true).open(log)?;
+        let log_start = out.metadata()?.len();
         let err = out.try_clone()?;
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
@@ -85,6 +88,7 @@ impl GroupChild {
             child,
             pgid: Pid::from_raw(pid as i32),
             log: log.to_path_buf(),
+            log_start,
         })
     }
 
@@ -98,6 +102,11 @@ impl GroupChild {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// The log's length when this process started.
+    pub fn log_start(&self) -> u64 {
+        self.log_start
     }
 
     /// `Some(status)` once the group leader has exited.
@@ -156,12 +165,17 @@ pub fn live_members(pgid: i32) -> Vec<(i32, String)> {
 
 /// The last `n` lines of a log file (reads at most the last 256 KiB).
 pub fn log_tail(path: &Path, n: usize) -> String {
+    log_tail_from(path, 0, n)
+}
+
+/// The last `n` lines of `path` at or after byte `from`.
+pub fn log_tail_from(path: &Path, from: u64, n: usize) -> String {
     const WINDOW: u64 = 256 * 1024;
     let Ok(mut file) = File::open(path) else {
         return format!("(no log at {})", path.display());
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)));
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(WINDOW).max(from)));
     let mut buf = Vec::new();
     let _ = file.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
@@ -224,6 +238,22 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rerun_sees_only_its_own_log_lines() {
+        // `servetest serve --log FILE` appends: the old run's Traceback is not this run's error.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        std::fs::write(&log, "Traceback (most recent call last)\nold line\n").unwrap();
+        let mut child = GroupChild::spawn("s", &sh("echo new line"), &log).unwrap();
+        child.wait().await.unwrap();
+        let own = log_tail_from(&log, child.log_start(), 10);
+        assert_eq!(own, "new line");
+        assert!(
+            log_tail(&log, 10).contains("Traceback"),
+            "the old lines stay in the file"
+        );
     }
 
     #[test]

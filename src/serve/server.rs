@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use crate::exec::process::{log_tail, CommandSpec, GroupChild};
+use crate::exec::process::{log_tail_from, CommandSpec, GroupChild};
 use crate::serve::engine::{Engine, ServeSpec};
 
 /// How many log lines an error shows.
@@ -134,7 +134,10 @@ impl Server {
             .no_proxy()
             .build()
             .expect("http client");
-        let tail = || log_tail(&log, TAIL_LINES);
+        // Only what this server wrote: an earlier run's lines in the same log (`--log` appends) must
+        // not read as this run's fatal error.
+        let from = child.log_start();
+        let tail = || log_tail_from(&log, from, TAIL_LINES);
         loop {
             if let Ok(Some(status)) = child.try_exited() {
                 let _ = child.terminate(Duration::from_secs(1)).await;
@@ -156,7 +159,7 @@ impl Server {
                     });
                 }
             }
-            let recent = log_tail(&log, TAIL_LINES);
+            let recent = tail();
             if let Some(pattern) = engine.fatal_patterns().iter().find(|p| recent.contains(*p)) {
                 let _ = child.terminate(Duration::from_secs(10)).await;
                 return Err(ServeError::Fatal {
