@@ -145,10 +145,21 @@ proptest! {
     }
 
     #[test]
-    fn slurm_command_output(text in "[0-9_|A-Za-z:= \n-]{0,300}") {
-        let states = servetest::exec::slurm::parse_squeue(&text);
+    fn slurm_command_output(text in "[0-9_|A-Za-z:=; ()\n-]{0,300}", any_text in "\\PC{0,60}") {
+        use servetest::exec::slurm::{parse_orphans, parse_sbatch_parsable, parse_scontrol, parse_squeue};
+        let states = parse_squeue(&text);
         prop_assert!(states.len() <= text.lines().count());
-        let _ = servetest::exec::slurm::parse_scontrol(&text);
+        let _ = parse_scontrol(&text);
+        for out in [&text, &any_text] {
+            if let Some(id) = parse_sbatch_parsable(out) {
+                prop_assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()), "{id:?}");
+            }
+        }
+        let names: std::collections::HashSet<String> =
+            ["script_perf_a".to_owned(), "B".to_owned()].into();
+        for o in parse_orphans(&text, &names) {
+            prop_assert!(names.contains(&o.name));
+        }
     }
 
     #[test]

@@ -102,6 +102,13 @@ pub fn cancel_ids(ids: &[String]) -> Result<(), ExecError> {
     }
 }
 
+/// The job id `sbatch --parsable` printed (`ID` or `ID;cluster`); `None` unless it is all ASCII
+/// digits.
+pub fn parse_sbatch_parsable(stdout: &str) -> Option<String> {
+    let id = stdout.trim().split(';').next()?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.to_owned())
+}
+
 /// `id|STATE|reason` lines of `squeue -h -t all -o '%i|%T|%r'`.
 pub fn parse_squeue(text: &str) -> HashMap<String, JobState> {
     text.lines()
@@ -240,13 +247,8 @@ impl Executor for SlurmExecutor {
                 },
             })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let id = stdout
-            .trim()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        if !out.status.success() || id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        let parsed = parse_sbatch_parsable(&stdout).filter(|_| out.status.success());
+        let Some(id) = parsed else {
             return Err(ExecError::Rejected {
                 case: plan.case.clone(),
                 script: plan.script_path.display().to_string(),
@@ -256,7 +258,7 @@ impl Executor for SlurmExecutor {
                     stdout.trim()
                 ),
             });
-        }
+        };
         self.table.insert(JobRecord::pending(&id, &plan.case));
         Ok(id)
     }
@@ -325,5 +327,21 @@ mod tests {
         let never_ran = "JobId=10 JobState=CANCELLED Reason=None ExitCode=0:0 NodeList=(null)";
         assert_eq!(parse_scontrol(never_ran).unwrap().nodes, None);
         assert!(parse_scontrol("slurm_load_jobs error: Invalid job id specified").is_none());
+    }
+
+    #[test]
+    fn sbatch_parsable_output() {
+        assert_eq!(parse_sbatch_parsable("1234\n").as_deref(), Some("1234"));
+        assert_eq!(
+            parse_sbatch_parsable("77;cluster-a\n").as_deref(),
+            Some("77")
+        );
+        assert_eq!(parse_sbatch_parsable(""), None);
+        assert_eq!(parse_sbatch_parsable("Submitted batch job 5"), None);
+        assert_eq!(
+            parse_sbatch_parsable("١٢"),
+            None,
+            "Arabic-Indic digits are not a job id"
+        );
     }
 }
