@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{harness_command, root, text};
+use common::{harness_command, live_processes_mentioning, processes, root, text};
 
 fn harness(
     executor: &str,
@@ -246,20 +246,7 @@ fn local_executor_runs_the_same_cases() {
 }
 
 fn marker_processes() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'));
-        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmd.contains("servetest-signal-marker") && !zombie {
-            found.push(cmd);
-        }
-    }
-    found
+    live_processes_mentioning("servetest-signal-marker")
 }
 
 fn sigint_leaves_nothing(executor: &str) {
@@ -756,22 +743,14 @@ fn slurm_conf(key: &str) -> String {
 
 /// Pids whose command line or environment names SLURM job `id`: its slurmstepd and every process
 /// of its steps.
-fn job_processes(id: &str) -> Vec<i32> {
+fn job_processes(id: &str) -> Vec<u32> {
     let step = format!("slurmstepd: [{id}.");
     let env = format!("SLURM_JOB_ID={id}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&read("cmdline")).into_owned();
-        let environ = read("environ");
-        if cmdline.starts_with(&step) || environ.split(|b| *b == 0).any(|kv| kv == env.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    processes()
+        .into_iter()
+        .filter(|p| p.cmdline.starts_with(&step) || p.has_env(&env))
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// The node as `sinfo` shows it.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use servetest::exec::process::live_members;
 
 mod common;
-use common::{harness_command, listeners_of, root, text};
+use common::{harness_command, listeners_of, live_processes_mentioning, root, text};
 
 const SIM: &str = "tests/fixtures/engines/sim-engine";
 const HANG: &str = "tests/fixtures/engines/hang-engine";
@@ -267,29 +267,6 @@ fn sim_hung_server_is_reported_as_not_answering() {
     assert_nothing_left(&job_dir(out.path(), SIM_LONG).unwrap());
 }
 
-/// Live processes whose command line mentions `needle` (e.g. a test's output directory).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        let cmd = String::from_utf8_lossy(
-            &std::fs::read(entry.path().join("cmdline")).unwrap_or_default(),
-        )
-        .replace('\0', " ");
-        if cmd.contains(needle) {
-            found.push(cmd);
-        }
-    }
-    found
-}
-
 #[test]
 fn sim_benchmark_killed_hard_still_stops_every_server() {
     // SIGKILL leaves no status file: the servers must notice BENCHMARK's silence and stop.
@@ -339,11 +316,11 @@ fn sim_benchmark_killed_hard_still_stops_every_server() {
     // The orphaned load client ends too (its target is gone).
     let deadline = Instant::now() + Duration::from_secs(30);
     let needle = out.path().display().to_string();
-    while !processes_mentioning(&needle).is_empty() {
+    while !live_processes_mentioning(&needle).is_empty() {
         assert!(
             Instant::now() < deadline,
             "left running: {:?}",
-            processes_mentioning(&needle)
+            live_processes_mentioning(&needle)
         );
         std::thread::sleep(Duration::from_millis(500));
     }

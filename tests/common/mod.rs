@@ -79,28 +79,71 @@ pub fn listeners_of(root: u32) -> Vec<Listener> {
     found
 }
 
-/// `root` and every process below it.
-pub fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
+/// One process as /proc shows it.
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Arguments joined by spaces (a process title as it set it).
+    pub cmdline: String,
+    pub zombie: bool,
+}
+
+impl Proc {
+    /// Whether its environment holds exactly `KEY=VALUE`.
+    pub fn has_env(&self, kv: &str) -> bool {
+        std::fs::read(format!("/proc/{}/environ", self.pid))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .any(|e| e == kv.as_bytes())
+    }
+}
+
+/// Every process on the machine (one that ends while it is read is skipped).
+pub fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // pid (comm) state ppid …; comm may hold spaces and parentheses.
-        if let Some(ppid) = stat
+        let mut rest = stat
             .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parent_of.push((pid, ppid));
-        }
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace();
+        let zombie = rest.next() == Some("Z");
+        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        out.push(Proc {
+            pid,
+            ppid,
+            cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+            zombie,
+        });
     }
+    out
+}
+
+/// Command lines of live (not zombie) processes that mention `needle`.
+pub fn live_processes_mentioning(needle: &str) -> Vec<String> {
+    processes()
+        .into_iter()
+        .filter(|p| !p.zombie && p.cmdline.contains(needle))
+        .map(|p| p.cmdline)
+        .collect()
+}
+
+/// `root` and every process below it.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let all = processes();
     let mut tree = vec![root];
     let mut i = 0;
     while i < tree.len() {
         let p = tree[i];
-        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        tree.extend(all.iter().filter(|c| c.ppid == p).map(|c| c.pid));
         i += 1;
     }
     tree
