@@ -54,6 +54,28 @@ struct HarnessArgs {
     /// Write JUnit XML here (default when executing: $OUTPUT_PATH/junit.xml).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// What a run that selects no case does: fail (default, with the closest names), pass or warn
+    /// (cargo-nextest's spelling).
+    #[arg(long, value_name = "WHAT", default_value = "fail")]
+    no_tests: NoTests,
+    /// File-name ↔ content mismatches are errors, not warnings (also SERVETEST_STRICT_NAMES=1).
+    #[arg(long)]
+    strict_names: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum NoTests {
+    Fail,
+    Pass,
+    Warn,
+}
+
+/// How the harness was started: the `cases` test target validates without the `perf` feature by
+/// design; `servetest test` is asked to execute, so a build that cannot is an error there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    CargoTest,
+    ServetestTest,
 }
 
 const EXECUTE: bool = cfg!(feature = "perf");
@@ -63,10 +85,14 @@ static SERVETEST_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// `servetest`: the binary job steps run. The `cases` test target passes cargo's build of it; the
 /// `servetest test` subcommand passes itself.
-pub fn main_with_args(args: impl IntoIterator<Item = OsString>, servetest: PathBuf) -> ExitCode {
+pub fn main_with_args(
+    args: impl IntoIterator<Item = OsString>,
+    servetest: PathBuf,
+    caller: Caller,
+) -> ExitCode {
     let _ = SERVETEST_BIN.set(servetest);
     let args = HarnessArgs::parse_from(args);
-    match run(args) {
+    match run(args, caller) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -75,16 +101,24 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>, servetest: PathB
     }
 }
 
-fn run(args: HarnessArgs) -> Result<ExitCode, String> {
-    let config_dir = args
-        .config_dir
-        .or_else(env::config_dir)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_configs"));
+fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
+    if caller == Caller::ServetestTest && !EXECUTE && !args.libtest.list {
+        return Err(
+            "this servetest was built without the `perf` feature: it can validate cases \
+             (`servetest validate`, `servetest test --list`) but not execute them; \
+             build with `cargo build --features perf` (`servetest --version` names the features)"
+                .into(),
+        );
+    }
+    if args.strict_names {
+        crate::case::name::set_strict(true);
+    }
+    let config_dir = config_root(args.config_dir.clone())?;
     let discovery = discover(&[config_dir]);
     let selector = Selector {
-        filters: args.filters,
+        filters: args.filters.clone(),
         exact: args.libtest.exact,
-        test_list: args.test_list.or_else(env::test_list),
+        test_list: args.test_list.clone().or_else(env::test_list),
     };
     let selected = selector
         .select(&discovery.cases)
@@ -103,6 +137,8 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
             .with_kind("layout"),
         );
     }
+    let problems_trial = trials.len();
+    let all_names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
     let cases: Vec<Arc<Case>> = cases.into_iter().map(Arc::new).collect();
     let chosen: Vec<Arc<Case>> = selected.iter().map(|&i| cases[i].clone()).collect();
     // Only cases that will really run are batched: valid, and supported on this GPU type.
@@ -133,7 +169,7 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         Some(Arc::new(execution_context(
             &runnable,
             args.disagg_batch_size,
-            args.cluster,
+            args.cluster.clone(),
             baseline,
             resume,
         )?))
@@ -155,6 +191,7 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         .any(|c| c.family.name == "cb")
         .then(|| crate::cb::engine(&crate::env::project_dir()).err())
         .flatten();
+    let (mut will_run, mut validated_only) = (0usize, 0usize);
     for case in chosen {
         if !listing {
             for v in case.violations.iter().filter(|v| !v.is_error()) {
@@ -178,6 +215,12 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         let classname = format!("{}.{}", case.family.name, case.category);
         let trial = probe(&case, is_ignored);
         let runs = !listing && !args.libtest.is_filtered_out(&trial);
+        if !args.libtest.is_filtered_out(&trial) {
+            will_run += 1;
+            if !is_ignored && case.family.name != "cb" && !EXECUTE {
+                validated_only += 1;
+            }
+        }
         if runs && args.libtest.is_ignored(&trial) {
             // libtest will not call the runner: the report still says why it was skipped.
             junit.record(TrialRecord {
@@ -192,6 +235,9 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
             Trial::ignorable_test(name.clone(), move || {
                 let started = std::time::Instant::now();
                 let result = run_case(&case, ignored, ctx.as_deref());
+                if !EXECUTE && case.family.name != "cb" && result.is_ok() {
+                    eprintln!("{name}: validated, not executed (build with --features perf)");
+                }
                 let outcome = match &result {
                     Ok(Completion::Completed) => Outcome::Passed,
                     Ok(Completion::Ignored { reason }) => {
@@ -211,7 +257,20 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
             .with_ignored_flag(is_ignored),
         );
     }
+    if !listing && will_run == 0 && problems_trial == 0 {
+        let message = nothing_selected(&args, &all_names);
+        match args.no_tests {
+            NoTests::Fail => return Err(format!("{message} (--no-tests=pass accepts this)")),
+            NoTests::Warn => eprintln!("warning: {message}"),
+            NoTests::Pass => {}
+        }
+    }
     let conclusion = libtest_mimic::run(&args.libtest, trials);
+    if !EXECUTE && !listing && validated_only > 0 {
+        eprintln!(
+            "servetest: {validated_only} case(s) validated, not executed: build with --features perf to run them"
+        );
+    }
     if let (Some(path), false) = (&junit_path, listing) {
         match junit.write(path, "cases") {
             Ok(()) => eprintln!("servetest: JUnit report {}", path.display()),
@@ -236,6 +295,50 @@ fn run(args: HarnessArgs) -> Result<ExitCode, String> {
         ctx.progress().line(&ctx.summary());
     }
     Ok(conclusion.exit_code())
+}
+
+/// The case tree: --config-dir, $SERVETEST_CONFIG_DIR, or ./test_configs of the directory the user
+/// stands in (never the build tree's, which may be another checkout).
+fn config_root(cli: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(dir) = cli.or_else(env::config_dir) {
+        return Ok(dir);
+    }
+    let here = PathBuf::from("test_configs");
+    if here.is_dir() {
+        return Ok(here);
+    }
+    let cwd = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+    Err(format!(
+        "no test_configs/ in {cwd}: run from the directory that holds your cases, or pass \
+         --config-dir DIR (or SERVETEST_CONFIG_DIR)"
+    ))
+}
+
+/// The error for a selection that matched no case, with the closest names to what was asked.
+fn nothing_selected(args: &HarnessArgs, names: &[String]) -> String {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut asked: Vec<String> = args.filters.clone();
+    asked.extend(args.libtest.filter.clone());
+    let mut lines = vec![format!(
+        "the selection runs no case ({} discovered)",
+        names.len()
+    )];
+    for query in &asked {
+        let near = crate::case::select::closest(query, &names, 3);
+        if !near.is_empty() {
+            lines.push(format!(
+                "  `{query}`: closest: {}",
+                near.iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if !args.libtest.skip.is_empty() {
+        lines.push(format!("  --skip {}", args.libtest.skip.join(" --skip ")));
+    }
+    lines.join("\n")
 }
 
 /// A stand-in trial with `case`'s name and kind, to ask libtest's own filters about it.

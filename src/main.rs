@@ -14,10 +14,23 @@ mod bench_cmd;
 mod cb_cmd;
 mod serve_cmd;
 
+/// `--version` names the features built in: a build without `perf` only validates.
+const VERSION: &str = if cfg!(feature = "perf") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (features: perf — executes cases)"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (features: none — validates cases only; build with --features perf to execute)"
+    )
+};
+
 #[derive(Parser)]
 #[command(
     name = "servetest",
-    version,
+    version = VERSION,
     about = "A typed, fast test harness for LLM serving"
 )]
 struct Cli {
@@ -40,6 +53,9 @@ enum Command {
         /// Print violations as JSON (one array) instead of text.
         #[arg(long)]
         json: bool,
+        /// File-name ↔ content mismatches are errors, not warnings (also SERVETEST_STRICT_NAMES=1).
+        #[arg(long)]
+        strict_names: bool,
     },
     /// Start an inference server (own process group), wait until healthy, print its URL, and stop it
     /// cleanly on Ctrl-C/SIGTERM. Arguments after `--` go to the engine verbatim.
@@ -193,7 +209,11 @@ fn main() -> ExitCode {
             deny_warnings,
             quiet,
             json,
+            strict_names,
         } => {
+            if strict_names {
+                servetest::case::name::set_strict(true);
+            }
             let discovery = discover(&default_paths(paths));
             let warnings = discovery.violations().filter(|v| !v.is_error()).count();
             if json {
@@ -223,6 +243,7 @@ fn main() -> ExitCode {
             servetest::harness::main_with_args(
                 argv,
                 std::env::current_exe().unwrap_or_else(|_| "servetest".into()),
+                servetest::harness::Caller::ServetestTest,
             )
         }
         Command::Render { case, cluster } => match render_case(&case, cluster) {

@@ -211,6 +211,7 @@ fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
     .unwrap();
     let o = bench.wait_with_output().unwrap();
     let _ = sim.kill();
+    let _ = sim.wait();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("Successful requests:"),

@@ -361,3 +361,86 @@ fn latency_grid_reports_every_point() {
     let cfg = std::fs::read_to_string(out.path().join("job-nojob/model-1l/config.json")).unwrap();
     assert!(cfg.contains("\"num_hidden_layers\": 1"), "{cfg}");
 }
+
+/// servetest's statistics against numpy itself (the engine venv's), with vLLM's own expressions:
+/// `np.mean(x) * 1000`, `np.std(x) * 1000`, `np.median(x) * 1000`, `np.percentile(x, p) * 1000`.
+#[test]
+fn numpy_statistics_match_servetest() {
+    use rand::{Rng, SeedableRng};
+    use servetest::bench::metrics::stat;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261202);
+    let percentiles = [
+        0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0,
+    ];
+    let mut arrays: Vec<Vec<f64>> =
+        vec![vec![], vec![0.25], vec![0.1, 0.2], vec![0.3, 0.3, 0.3, 0.3]];
+    for n in [
+        2, 3, 4, 5, 7, 8, 9, 16, 17, 127, 128, 129, 256, 1000, 1001, 10_000,
+    ] {
+        // Latency-like seconds, and the same length drawn from five values (ties).
+        arrays.push((0..n).map(|_| rng.random_range(0.0005..2.5)).collect());
+        arrays.push(
+            (0..n)
+                .map(|_| [0.01, 0.02, 0.02, 0.5, 1.0][rng.random_range(0..5)])
+                .collect(),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("arrays.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({"arrays": arrays, "percentiles": percentiles}).to_string(),
+    )
+    .unwrap();
+    let script = r#"
+import json, sys
+import numpy as np
+d = json.load(open(sys.argv[1]))
+out = []
+for xs in d["arrays"]:
+    x = xs or 0  # vLLM passes `values or 0`
+    out.append({"mean": float(np.mean(x) * 1000), "std": float(np.std(x) * 1000),
+                "median": float(np.median(x) * 1000),
+                "p": [float(np.percentile(x, p) * 1000) for p in d["percentiles"]]})
+print(json.dumps({"numpy": np.__version__, "stats": out}))
+"#;
+    let python = default_python(&root());
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} with numpy: {}",
+        python.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut compared = 0;
+    for (xs, want) in arrays.iter().zip(theirs["stats"].as_array().unwrap()) {
+        let ours = stat(xs, &percentiles);
+        let mut check = |what: &str, got: f64, expect: &serde_json::Value| {
+            let expect = expect.as_f64().unwrap();
+            // Bit for bit: same operations in the same order as numpy.
+            assert_eq!(
+                got.to_bits(),
+                expect.to_bits(),
+                "{what} of {} values: servetest {got}, numpy {expect}",
+                xs.len()
+            );
+            compared += 1;
+        };
+        check("mean", ours.mean, &want["mean"]);
+        check("std", ours.std, &want["std"]);
+        check("median", ours.median, &want["median"]);
+        for ((p, got), expect) in ours.percentiles.iter().zip(want["p"].as_array().unwrap()) {
+            check(&format!("p{p}"), *got, expect);
+        }
+    }
+    eprintln!(
+        "{compared} statistics equal to numpy {} bit for bit",
+        theirs["numpy"]
+    );
+}

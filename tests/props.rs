@@ -3,7 +3,7 @@
 //! error names where it is (file and key or line). CI runs a seeded subset (`PROPTEST_CASES=256`); the
 //! benchmark-style run behind docs/reliability.md uses `PROPTEST_CASES=100000`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use proptest::prelude::*;
 

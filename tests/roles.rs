@@ -6,7 +6,7 @@
 //! Run by scripts/test with `--features perf -- --test-threads=1` after `scripts/slurm-up`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use servetest::exec::process::live_members;

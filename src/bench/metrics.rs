@@ -1,13 +1,13 @@
 //! vLLM's serving metrics from per-request outputs (see docs/metrics.md for every formula).
-//! Means and standard deviations are exact; percentiles and medians come from an HDR histogram of
-//! microseconds with 3 significant digits (error ≤ 0.1% of the value).
+//! Statistics follow numpy exactly as vLLM calls it: `np.mean`/`np.std`/`np.median`/`np.percentile`
+//! over the per-request values in seconds, then × 1000 (`numpy_stats` below).
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::client::RequestOutput;
+use super::numpy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,30 +27,23 @@ pub struct Stat {
     pub count: usize,
 }
 
-/// Summary of `values` (seconds) in milliseconds.
+/// Summary of `values` (seconds) in milliseconds, as vLLM's `calculate_metrics` computes it:
+/// `np.mean(values or 0) * 1000` and likewise for std (population), median and linear percentiles.
 pub fn stat(values: &[f64], percentiles: &[f64]) -> Stat {
-    if values.is_empty() {
-        return Stat {
-            percentiles: percentiles.iter().map(|p| (*p, 0.0)).collect(),
-            ..Stat::default()
-        };
-    }
-    let ms: Vec<f64> = values.iter().map(|v| v * 1000.0).collect();
-    let n = ms.len() as f64;
-    let mean = ms.iter().sum::<f64>() / n;
-    let std = (ms.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    // 1 µs .. 1 h; values beyond are clamped (and the mean/std, computed exactly, still show them).
-    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
-    for v in &ms {
-        h.saturating_record((v * 1000.0).round().max(0.0) as u64);
-    }
-    let at = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    // vLLM passes `values or 0`: an empty list becomes the scalar 0, so every statistic is 0.
+    let zero = [0.0];
+    let xs = if values.is_empty() { &zero[..] } else { values };
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
     Stat {
-        mean,
-        median: at(0.5),
-        std,
-        percentiles: percentiles.iter().map(|p| (*p, at(p / 100.0))).collect(),
-        count: ms.len(),
+        mean: numpy::mean(xs) * 1000.0,
+        median: numpy::median_sorted(&sorted) * 1000.0,
+        std: numpy::std(xs) * 1000.0,
+        percentiles: percentiles
+            .iter()
+            .map(|p| (*p, numpy::percentile_sorted(&sorted, *p) * 1000.0))
+            .collect(),
+        count: values.len(),
     }
 }
 
@@ -232,18 +225,18 @@ mod tests {
         assert_eq!(m.itl.count, 6);
         assert!((m.itl.mean - 15.0).abs() < 1e-6);
         assert!((m.e2el.mean - 195.0).abs() < 1e-6);
+        // numpy: percentile([0.1, 0.2], 99) = 0.199; median([0.1, 0.2]) = 0.15 (s), reported in ms.
         let p99 = m.ttft.percentiles[0].1;
-        assert!((p99 - 200.0).abs() / 200.0 < 0.001, "{p99}");
-        assert!(
-            (m.ttft.median - 100.0).abs() / 100.0 < 0.001,
-            "{}",
-            m.ttft.median
-        );
-        assert!(
-            (m.e2el.median - 130.0).abs() / 130.0 < 0.001,
-            "{}",
-            m.e2el.median
-        );
+        assert!((p99 - 199.0).abs() < 1e-9, "{p99}");
+        assert!((m.ttft.median - 150.0).abs() < 1e-9, "{}", m.ttft.median);
+        assert!((m.e2el.median - 195.0).abs() < 1e-9, "{}", m.e2el.median);
+    }
+
+    #[test]
+    fn empty_lists_report_zero_as_vllm_does() {
+        let s = stat(&[], &[50.0, 99.0]);
+        assert_eq!((s.mean, s.median, s.std, s.count), (0.0, 0.0, 0.0, 0));
+        assert_eq!(s.percentiles, vec![(50.0, 0.0), (99.0, 0.0)]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod dataset;
 pub mod metrics;
+pub mod numpy;
 pub mod report;
 pub mod sim;
 pub mod sse;

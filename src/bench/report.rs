@@ -205,7 +205,7 @@ pub fn json(m: &Metrics, info: &RunInfo, per_request: Value) -> Value {
         json!({
             "interrupted": info.interrupted,
             "errors_by_kind": m.errors_by_kind,
-            "percentile_precision": "HDR histogram of microseconds, 3 significant digits",
+            "statistics": "numpy (np.mean, np.std ddof=0, np.median, np.percentile linear)",
             "ttft_from_scheduled": m.ttft_from_scheduled,
             "e2el_from_scheduled": m.e2el_from_scheduled,
         }),

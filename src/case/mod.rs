@@ -87,7 +87,7 @@ fn load_disagg(text: &str, category: &str, stem: &str) -> Loaded {
         return (None, violations);
     };
     violations.extend(validate::validate(&spec, category));
-    violations.extend(name::check(stem, &spec));
+    violations.extend(name::check(stem, &spec, name::strict()));
     (Some(CaseSpec::Disagg(Box::new(spec))), violations)
 }
 
@@ -387,6 +387,33 @@ mod fixture_tests {
             }
         }
         assert!(checked >= 30, "only {checked} fixtures found");
+    }
+
+    /// Name ↔ content mismatches are warnings (upstream ignores names); strict mode makes each one
+    /// an error, the same set.
+    #[test]
+    fn name_mismatches_warn_by_default_and_fail_in_strict_mode() {
+        for dir in ["name-mismatch", "name-attention-dp"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/invalid")
+                .join(dir);
+            let file = dir.read_dir().unwrap().next().unwrap().unwrap().path();
+            let text = std::fs::read_to_string(&file).unwrap();
+            let stem = file.file_stem().unwrap().to_str().unwrap();
+            let (spec, _) = load::parse_spec::<DisaggSpec>(&text, schema::known_fields);
+            let spec = spec.unwrap();
+            let lenient = name::check(stem, &spec, false);
+            let strict = name::check(stem, &spec, true);
+            let says = |v: &&Violation| v.reason.contains("file name says");
+            let warned: Vec<_> = lenient.iter().filter(says).collect();
+            assert!(!warned.is_empty(), "{}", file.display());
+            assert!(warned.iter().all(|v| !v.is_error()), "{warned:#?}");
+            let failed: Vec<_> = strict.iter().filter(says).collect();
+            assert_eq!(failed.len(), warned.len());
+            assert!(failed.iter().all(|v| v.is_error()), "{failed:#?}");
+            let case = Case::load(&file, family("disagg").unwrap(), "perf");
+            assert!(case.is_valid(), "{:#?}", case.violations);
+        }
     }
 
     #[test]

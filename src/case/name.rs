@@ -1,15 +1,33 @@
 //! The file-name convention of disagg/wideep cases, e.g.
 //! `deepseek-r1-fp4_8k1k_ctx1_dep4_bs16_gen4_tep8_bs32_eplb0_mtp3_ccb-NIXL-cpp`:
 //! a model, then `_`-separated tokens that restate the file's content. Each recognised token is
-//! cross-checked against the content; a mismatch is an error naming both sides. Tokens that are not
-//! recognised, and files that do not follow the convention at all, are warnings.
+//! cross-checked against the content; a mismatch is a warning naming both sides (an error in strict
+//! mode: `--strict-names` or `SERVETEST_STRICT_NAMES=1`). Upstream never compares names with content
+//! and its own files drift (a `tep8_bs32` file with gen TP 4 and batch 64), so a file upstream runs
+//! must load here. Tokens that are not recognised, and files that do not follow the convention at all,
+//! are warnings.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
 use regex::Regex;
 
 use super::schema::{DisaggSpec, WorkerConfig};
 use super::violation::Violation;
+
+static STRICT: AtomicBool = AtomicBool::new(false);
+
+/// Makes name ↔ content mismatches errors for this process (`--strict-names`).
+pub fn set_strict(on: bool) {
+    STRICT.store(on, Ordering::Relaxed);
+}
+
+/// Strict mode: `--strict-names` or `SERVETEST_STRICT_NAMES` set to `1`/`true`/`yes`.
+pub fn strict() -> bool {
+    STRICT.load(Ordering::Relaxed)
+        || std::env::var("SERVETEST_STRICT_NAMES")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -178,7 +196,7 @@ pub fn parse_stem(stem: &str) -> StemInfo {
 }
 
 /// Cross-checks every recognised token against the spec.
-pub fn check(stem: &str, spec: &DisaggSpec) -> Vec<Violation> {
+pub fn check(stem: &str, spec: &DisaggSpec, strict: bool) -> Vec<Violation> {
     let info = parse_stem(stem);
     let mut out = Vec::new();
     if !info.follows_convention() {
@@ -204,13 +222,16 @@ pub fn check(stem: &str, spec: &DisaggSpec) -> Vec<Violation> {
         Side::Gen => &spec.worker_config.gen,
     };
     let mut mismatch = |key: String, part: &str, content: String| {
-        out.push(
-            Violation::error(
-                key.clone(),
-                format!("file name says `{part}` but {key} is {content}"),
+        let reason = format!("file name says `{part}` but {key} is {content}");
+        let violation = if strict {
+            Violation::error(key, reason)
+        } else {
+            Violation::warning(
+                key,
+                format!("{reason} (upstream ignores names; --strict-names makes this an error)"),
             )
-            .with_value(content),
-        );
+        };
+        out.push(violation.with_value(content));
     };
     for (part, token) in &info.tokens {
         match token {

@@ -77,3 +77,43 @@ impl Selector {
         Ok(entries.into_iter().map(|e| e.name).collect())
     }
 }
+
+/// Up to `k` case names closest to `query` (names containing it first, then by Jaro-Winkler), for
+/// "did you mean" lines when a selection matches nothing.
+pub fn closest<'a>(query: &str, names: &[&'a str], k: usize) -> Vec<&'a str> {
+    let q = query.to_ascii_lowercase();
+    let mut scored: Vec<(f64, &'a str)> = names
+        .iter()
+        .map(|n| {
+            let lower = n.to_ascii_lowercase();
+            let score = if lower.contains(&q) || q.contains(&lower) {
+                2.0
+            } else {
+                strsim::jaro_winkler(&q, &lower)
+            };
+            (score, *n)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    scored.into_iter().take(k).map(|(_, n)| n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closest;
+
+    #[test]
+    fn closest_names_rank_typos_first() {
+        let names = [
+            "disagg_perf_tiny",
+            "disagg_accuracy_tiny",
+            "script_perf_hello",
+        ];
+        assert_eq!(
+            closest("disagg_perf_tinny", &names, 1),
+            ["disagg_perf_tiny"]
+        );
+        assert_eq!(closest("hello", &names, 1), ["script_perf_hello"]);
+        assert_eq!(closest("x", &names, 5).len(), 3);
+    }
+}
