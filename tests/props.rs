@@ -13,6 +13,21 @@ use servetest::case::{family, Case};
 mod common;
 use common::root;
 
+/// The violations of `text` loaded as a case of `fam`/`cat`, as printed (file name normalised).
+fn load_text(fam: &str, cat: &str, text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("case.yaml");
+    std::fs::write(&path, text).unwrap();
+    let case = Case::load(&path, family(fam).unwrap(), cat);
+    case.violations
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .replace(&path.display().to_string(), "case.yaml")
+        })
+        .collect()
+}
+
 /// Every repository case file with its family and category.
 fn seeds() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -115,6 +130,57 @@ proptest! {
         let all = seeds();
         let (fam, cat, text) = &all[pick % all.len()];
         check_case(fam, cat, &apply(text, at, len, &insert))?;
+    }
+
+    /// A UTF-8 byte-order mark changes nothing: the same violations, the same lines.
+    #[test]
+    fn a_byte_order_mark_is_accepted(pick in 0usize..1000) {
+        let all = seeds();
+        let (fam, cat, text) = &all[pick % all.len()];
+        let plain = load_text(fam, cat, text);
+        let bom = load_text(fam, cat, &format!("\u{feff}{text}"));
+        prop_assert_eq!(plain, bom);
+    }
+
+    /// Typos in any two sections are both reported (a type error in one section hides nothing).
+    #[test]
+    fn typos_in_every_section_are_reported_at_once(a in 0usize..5, b in 0usize..5) {
+        let keys = ["gpus_per_node:", "streaming:", "partition:", "model_name:", "num_ctx_servers:"];
+        prop_assume!(a != b);
+        let text = std::fs::read_to_string(root().join(
+            "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml",
+        )).unwrap();
+        let broken = [keys[a], keys[b]].iter().fold(text, |t, k| t.replacen(k, &k.replace(':', "x:"), 1));
+        let got = load_text("disagg", "perf", &broken);
+        for k in [keys[a], keys[b]] {
+            let typo = k.replace(':', "x");
+            prop_assert!(got.iter().any(|v| v.contains(&typo)), "{typo} not reported: {got:#?}");
+        }
+    }
+
+    /// Deep flow nesting is refused by name, with a line, before the YAML parser sees it.
+    #[test]
+    fn deep_nesting_is_refused(depth in 65usize..200_000, open in "[\\[{]") {
+        let got = load_text("disagg", "perf", &format!("a: {}", open.repeat(depth)));
+        prop_assert!(got.iter().any(|v| v.contains(":1: nesting deeper than 64 levels")), "{got:?}");
+    }
+
+    /// Integers wider than 64 bits and documents that are not mappings get errors in the user's
+    /// terms, with a line; never a Rust type name.
+    #[test]
+    fn out_of_range_numbers_and_non_mappings(digits in "[1-9][0-9]{20,40}", doc in prop::sample::select(vec![
+        "- 1\n", "null\n", "~\n", "42\n", "text\n", "[1, 2]\n", "true\n",
+    ])) {
+        let text = std::fs::read_to_string(root().join(
+            "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml",
+        )).unwrap().replacen("gpus_per_node: 4", &format!("gpus_per_node: {digits}"), 1);
+        let got = load_text("disagg", "perf", &text);
+        prop_assert!(got.iter().any(|v| v.contains("hardware.gpus_per_node: integer") && v.contains("out of range")), "{got:?}");
+        for fam in ["disagg", "script", "latency", "aggregated"] {
+            let got = load_text(fam, "perf", doc);
+            prop_assert!(got.iter().any(|v| v.contains(":1: the file must be a mapping")), "{fam} {doc:?}: {got:?}");
+            prop_assert!(got.iter().all(|v| !v.contains("struct ") && !v.contains("u128")), "{got:?}");
+        }
     }
 
     #[test]

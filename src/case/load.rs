@@ -9,12 +9,35 @@ use super::violation::Violation;
 /// Key paths known per section, for "did you mean" hints (see `schema::known_fields`).
 pub type KnownFields = fn(&str) -> Option<&'static [&'static str]>;
 
+/// Deepest flow nesting (`[`/`{`) a case file may have. Real files nest a few levels; the YAML
+/// parser's time grows quickly with depth (100,000 `[` took over 20 s), so deeper input is refused
+/// by a linear scan before parsing.
+pub const MAX_NESTING: usize = 64;
+
+/// One top-level section and a checker of it alone, so that a type error in one section does not
+/// hide the errors of the others (`section::<T>` makes one).
+pub type SectionCheck = (&'static str, fn(&str, Value, KnownFields) -> Vec<Violation>);
+
 /// The spec (when it deserialized) and what was wrong. Unknown keys do not prevent deserializing,
 /// so a file with only unknown keys still gets its semantic checks.
 pub fn parse_spec<T: DeserializeOwned>(
     text: &str,
     known: KnownFields,
 ) -> (Option<T>, Vec<Violation>) {
+    parse_spec_sections::<T>(text, known, &[])
+}
+
+/// `parse_spec`, and when the whole file fails to deserialize, each of `sections` is checked on its
+/// own, so every section's violations are reported at once.
+pub fn parse_spec_sections<T: DeserializeOwned>(
+    text: &str,
+    known: KnownFields,
+    sections: &[SectionCheck],
+) -> (Option<T>, Vec<Violation>) {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(v) = too_deep(text) {
+        return (None, vec![v]);
+    }
     let mut violations = Vec::new();
     let mut unknown = Vec::new();
     let mut record = |path: serde_ignored::Path| unknown.push(ignored_path(&path));
@@ -25,8 +48,8 @@ pub fn parse_spec<T: DeserializeOwned>(
             Ok(v) => v,
             Err(e) => return (None, vec![syntax_error(&e)]),
         };
-        if value.is_null() {
-            return (None, vec![Violation::error("", "file is empty")]);
+        if let Some(v) = not_a_mapping(&value) {
+            return (None, vec![v]);
         }
         if let Err(e) = value.apply_merge() {
             return (
@@ -50,30 +73,180 @@ pub fn parse_spec<T: DeserializeOwned>(
         Err(e) => {
             // Streaming, a type error can come before a syntax error further down; a malformed
             // document is reported as such (errors are rare, so parsing again costs nothing).
-            let v = match serde_yaml::from_str::<Value>(text) {
-                Err(syntax) => syntax_error(&syntax),
-                Ok(_) => {
+            match serde_yaml::from_str::<Value>(text) {
+                Err(syntax) => violations.push(syntax_error(&syntax)),
+                Ok(value) => {
+                    if let Some(v) = not_a_mapping(&value) {
+                        return (None, vec![v]);
+                    }
                     let key = error_path(e.path());
-                    let message = strip_location(e.inner());
-                    // serde_yaml prefixes its own path; the violation carries the key already.
-                    let reason = message
-                        .strip_prefix(&format!("{key}: "))
-                        .map_or(message.clone(), str::to_owned);
-                    Violation::error(key, reason)
+                    violations.push(type_error(&key, e.inner()));
+                    let mut value = value;
+                    let _ = value.apply_merge();
+                    violations.extend(other_sections(&value, &key, known, sections));
                 }
-            };
-            violations.push(v);
+            }
             None
         }
     };
     for path in unknown {
         violations.push(unknown_key(&path, known));
     }
+    let mut seen = std::collections::HashSet::new();
+    violations.retain(|v| seen.insert((v.key.clone(), v.reason.clone())));
     (spec, violations)
 }
 
+/// Deserializes one section's value as `S` (unknown keys and the first type error, under `name`).
+pub fn section<S: DeserializeOwned>(
+    name: &str,
+    value: Value,
+    known: KnownFields,
+) -> Vec<Violation> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path| unknown.push(ignored_path(&path));
+    let result = serde_path_to_error::deserialize::<_, S>(serde_ignored::Deserializer::new(
+        value,
+        &mut record,
+    ));
+    let join = |inner: String| {
+        if inner.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}.{inner}")
+        }
+    };
+    let mut out = Vec::new();
+    if let Err(e) = result {
+        out.push(type_error(&join(error_path(e.path())), e.inner()));
+    }
+    for path in unknown {
+        out.push(unknown_key(&join(path), known));
+    }
+    out
+}
+
+/// The sections other than the one holding `failed_key`, each checked on its own.
+fn other_sections(
+    value: &Value,
+    failed_key: &str,
+    known: KnownFields,
+    sections: &[SectionCheck],
+) -> Vec<Violation> {
+    let failed_section = failed_key.split('.').next().unwrap_or_default();
+    let mut out = Vec::new();
+    for (name, check) in sections {
+        if *name == failed_section {
+            continue;
+        }
+        if let Some(v) = value.get(*name) {
+            out.extend(check(name, v.clone(), known));
+        }
+    }
+    out
+}
+
+/// A serde error at `key` in the user's terms: out-of-range numbers say so instead of naming the
+/// parser's internal integer type.
+fn type_error(key: &str, e: &serde_yaml::Error) -> Violation {
+    let message = strip_location(e);
+    // serde_yaml prefixes its own path; the violation carries the key already.
+    let reason = message
+        .strip_prefix(&format!("{key}: "))
+        .map_or(message.clone(), str::to_owned);
+    Violation::error(key, out_of_range(&reason).unwrap_or(reason))
+}
+
+/// `invalid type: integer `N` as u128, expected …` → "integer N is out of range …".
+fn out_of_range(reason: &str) -> Option<String> {
+    static WIDE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        // Up to 38 digits the parser reads a 128-bit integer; beyond, a float `N.0`.
+        regex::Regex::new(
+            r"integer `(-?\d+)` as [ui]128|floating point `(-?\d{19,})\.0`, expected [ui]\d+",
+        )
+        .expect("static regex")
+    });
+    let caps = WIDE.captures(reason)?;
+    let n = caps.get(1).or_else(|| caps.get(2))?.as_str().to_owned();
+    Some(format!(
+        "integer {n} is out of range (integers here are between {} and {})",
+        i64::MIN,
+        u64::MAX
+    ))
+}
+
+/// A document that is not a mapping of sections (a list, a scalar, `null`).
+fn not_a_mapping(value: &Value) -> Option<Violation> {
+    let found = match value {
+        Value::Mapping(_) => return None,
+        Value::Tagged(t) if matches!(t.value, Value::Mapping(_)) => return None,
+        Value::Null => "an empty document (null)",
+        Value::Sequence(_) => "a list",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Tagged(_) => "a tagged value",
+    };
+    let mut v = Violation::error(
+        "",
+        format!("the file must be a mapping of sections (`key: value` lines); found {found}"),
+    );
+    v.line = Some(1);
+    Some(v)
+}
+
+/// Refuses flow nesting deeper than `MAX_NESTING` (outside quotes and comments) in linear time.
+fn too_deep(text: &str) -> Option<Violation> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = ' ';
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+            // Quoted scalars may span lines: the quote state carries over.
+            comment = false;
+        } else if comment {
+            // Inside a comment nothing nests.
+        } else if let Some(q) = quote {
+            if c == q && prev != '\\' {
+                quote = None;
+            }
+        } else {
+            match c {
+                '#' if prev.is_whitespace() => comment = true,
+                '\'' | '"' if matches!(prev, ' ' | '[' | '{' | ',' | ':' | '\n' | '-') => {
+                    quote = Some(c)
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        let mut v = Violation::error(
+                            "",
+                            format!("nesting deeper than {MAX_NESTING} levels (`[`/`{{`); refused before parsing"),
+                        );
+                        v.line = Some(line);
+                        return Some(v);
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    None
+}
+
 fn syntax_error(e: &serde_yaml::Error) -> Violation {
-    let mut v = Violation::error("", format!("invalid YAML: {}", strip_location(e)));
+    let message = strip_location(e);
+    // A number wider than 64 bits fails even as a generic YAML value: say so, under its key.
+    if let (Some(reason), Some((key, _))) = (out_of_range(&message), message.split_once(": ")) {
+        let mut v = Violation::error(key, reason);
+        v.line = e.location().map(|l| l.line());
+        return v;
+    }
+    let mut v = Violation::error("", format!("invalid YAML: {message}"));
     v.line = e.location().map(|l| l.line());
     v
 }

@@ -82,7 +82,8 @@ pub fn family(name: &str) -> Option<&'static Family> {
 }
 
 fn load_disagg(text: &str, category: &str, stem: &str) -> Loaded {
-    let (spec, mut violations) = load::parse_spec::<DisaggSpec>(text, schema::known_fields);
+    let (spec, mut violations) =
+        load::parse_spec_sections::<DisaggSpec>(text, schema::known_fields, schema::SECTIONS);
     let Some(spec) = spec else {
         return (None, violations);
     };
@@ -129,12 +130,14 @@ impl Case {
         let name = Case::make_name(family.name, category, &stem);
         let (spec, mut violations) = match std::fs::read_to_string(path) {
             Ok(text) => {
-                let (spec, mut violations) = (family.load)(&text, category, &stem);
+                // A UTF-8 byte-order mark is legal YAML (editors on Windows write one).
+                let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+                let (spec, mut violations) = (family.load)(text, category, &stem);
                 if violations
                     .iter()
                     .any(|v| v.line.is_none() && !v.key.is_empty())
                 {
-                    let index = LineIndex::build(&text);
+                    let index = LineIndex::build(text);
                     for v in &mut violations {
                         if v.line.is_none() && !v.key.is_empty() {
                             v.line = index.line_of(&v.key);

@@ -492,3 +492,20 @@ fn is_dataset_entry(path: &str) -> bool {
     path.strip_prefix("metadata.accuracy.datasets.")
         .is_some_and(|idx| idx.parse::<usize>().is_ok())
 }
+
+/// Each top-level section with a checker of it alone (`load::parse_spec_sections`), so a type error
+/// in one section does not hide another's.
+pub const SECTIONS: &[crate::case::load::SectionCheck] = {
+    use crate::case::load::section;
+    &[
+        ("metadata", section::<Metadata>),
+        ("slurm", section::<Slurm>),
+        ("benchmark", section::<Benchmark>),
+        ("hardware", section::<Hardware>),
+        ("environment", section::<Environment>),
+        ("profiling", section::<Profiling>),
+        ("accuracy", section::<Accuracy>),
+        ("sequence", section::<Sequence>),
+        ("worker_config", section::<WorkerConfigs>),
+    ]
+};
