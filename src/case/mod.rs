@@ -116,6 +116,17 @@ pub struct Case {
     pub violations: Vec<Violation>,
 }
 
+/// The GPU type `supported_gpus` is matched against: upstream's loader maps every `GB200_…` variant
+/// (e.g. `GB200_LYRIS`, a GB200 system) to `GB200`; other values are used as they are.
+pub fn gpu_family(gpu_type: &str) -> &str {
+    let upper = gpu_type.get(..6).map(str::to_ascii_uppercase);
+    if upper.as_deref() == Some("GB200_") {
+        &gpu_type[..5]
+    } else {
+        gpu_type
+    }
+}
+
 impl Case {
     pub fn make_name(family: &str, category: &str, stem: &str) -> String {
         format!("{family}_{category}_{stem}")
@@ -292,11 +303,17 @@ impl Case {
     /// Why this case cannot run on `gpu_type`, if it cannot.
     pub fn gpu_ignore_reason(&self, gpu_type: &str) -> Option<String> {
         let gpus = self.supported_gpus()?;
-        if gpus.iter().any(|g| g.eq_ignore_ascii_case(gpu_type)) {
+        let family = gpu_family(gpu_type);
+        if gpus.iter().any(|g| g.eq_ignore_ascii_case(family)) {
             None
         } else {
+            let shown = if family == gpu_type {
+                gpu_type.to_owned()
+            } else {
+                format!("{gpu_type} (family {family})")
+            };
             Some(format!(
-                "GPU_TYPE={gpu_type} is not in metadata.supported_gpus [{}]",
+                "GPU_TYPE={shown} is not in metadata.supported_gpus [{}]",
                 gpus.join(", ")
             ))
         }
@@ -417,6 +434,83 @@ mod fixture_tests {
             let case = Case::load(&file, family("disagg").unwrap(), "perf");
             assert!(case.is_valid(), "{:#?}", case.violations);
         }
+    }
+
+    #[test]
+    fn gb200_variants_match_gb200_as_upstream_maps_them() {
+        assert_eq!(gpu_family("GB200_LYRIS"), "GB200");
+        assert_eq!(gpu_family("gb200_lyris"), "gb200");
+        assert_eq!(gpu_family("GB200"), "GB200");
+        assert_eq!(gpu_family("GB300"), "GB300");
+        assert_eq!(gpu_family("GB300_X"), "GB300_X");
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml",
+        );
+        let case = Case::load(&file, family("disagg").unwrap(), "perf");
+        assert_eq!(case.gpu_ignore_reason("GB200_LYRIS"), None);
+        assert!(case.gpu_ignore_reason("H200").is_some());
+    }
+
+    /// Keys upstream reads load and are acted on: benchmark_ratio 0.0 (perf-sanity) is fixed lengths,
+    /// enable_benchmark/profile ranges/eplb_num_slots are known.
+    #[test]
+    fn upstream_keys_load() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml",
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        let with = |extra: &str| {
+            let t = text
+                .lines()
+                .filter(|l| !l.contains("benchmark_ratio:") && !l.contains("use_nv_sa_benchmark:"))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .replacen("benchmark:\n", &format!("benchmark:\n{extra}"), 1)
+                .replacen(
+                    "worker_config:\n",
+                    "worker_config:\n  eplb_num_slots: 0\n",
+                    1,
+                )
+                .replacen(
+                    "profiling:\n",
+                    "profiling:\n  ctx_profile_range: 10-30\n  gen_profile_range: 200-250\n",
+                    1,
+                );
+            let (spec, v) = load::parse_spec::<DisaggSpec>(&t, schema::known_fields);
+            let mut v = v;
+            if let Some(spec) = &spec {
+                v.extend(validate::validate(spec, "perf"));
+            }
+            v.into_iter().map(|v| v.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            with("  benchmark_ratio: 0.0\n  enable_benchmark: true\n"),
+            Vec::<String>::new()
+        );
+        let bad = with("  benchmark_ratio: 1.0\n  enable_benchmark: false\n");
+        assert!(
+            bad.iter()
+                .any(|v| v.contains("benchmark_ratio: must be in [0, 1)")),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter()
+                .any(|v| v.contains("enable_benchmark: false in a perf case")),
+            "{bad:?}"
+        );
+        let sa = with("  benchmark_ratio: 1.0\n  use_nv_sa_benchmark: true\n");
+        assert!(sa.is_empty(), "{sa:?}");
+        let range = text.replacen(
+            "profiling:\n",
+            "profiling:\n  gen_profile_range: 30-10\n",
+            1,
+        );
+        let (spec, _) = load::parse_spec::<DisaggSpec>(&range, schema::known_fields);
+        let v = validate::validate(&spec.unwrap(), "perf");
+        assert!(
+            v.iter().any(|v| v.key == "profiling.gen_profile_range"),
+            "{v:?}"
+        );
     }
 
     #[test]

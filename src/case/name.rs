@@ -196,6 +196,30 @@ pub fn parse_stem(stem: &str) -> StemInfo {
 }
 
 /// Cross-checks every recognised token against the spec.
+/// EPLB slots: the current key, else the older `worker_config.eplb_num_slots`.
+fn eplb_slots(spec: &DisaggSpec) -> u64 {
+    let current = &spec.worker_config.gen;
+    let has_current = current.moe_config.as_ref().is_some_and(|m| {
+        m.load_balancer
+            .as_ref()
+            .is_some_and(|lb| lb.num_slots.is_some())
+    });
+    match spec.worker_config.eplb_num_slots {
+        Some(old) if !has_current => old,
+        _ => current.eplb_slots(),
+    }
+}
+
+fn eplb_key(spec: &DisaggSpec) -> &'static str {
+    if spec.worker_config.eplb_num_slots.is_some()
+        && eplb_slots(spec) == spec.worker_config.eplb_num_slots.unwrap_or(0)
+    {
+        "worker_config.eplb_num_slots"
+    } else {
+        "worker_config.gen.moe_config.load_balancer.num_slots"
+    }
+}
+
 pub fn check(stem: &str, spec: &DisaggSpec, strict: bool) -> Vec<Violation> {
     let info = parse_stem(stem);
     let mut out = Vec::new();
@@ -303,11 +327,9 @@ pub fn check(stem: &str, spec: &DisaggSpec, strict: bool) -> Vec<Violation> {
                     );
                 }
             }
-            Token::Eplb(n) if spec.worker_config.gen.eplb_slots() != *n => mismatch(
-                "worker_config.gen.moe_config.load_balancer.num_slots".into(),
-                part,
-                spec.worker_config.gen.eplb_slots().to_string(),
-            ),
+            Token::Eplb(n) if eplb_slots(spec) != *n => {
+                mismatch(eplb_key(spec).into(), part, eplb_slots(spec).to_string())
+            }
             Token::Mtp(n) if spec.worker_config.gen.mtp_layers() != *n => mismatch(
                 "worker_config.gen.speculative_config.num_nextn_predict_layers".into(),
                 part,

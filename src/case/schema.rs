@@ -122,6 +122,9 @@ pub enum BenchmarkMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Benchmark {
     pub mode: BenchmarkMode,
+    /// Upstream: `get('enable_benchmark', True)`; false writes no benchmark command (accuracy-only).
+    #[serde(default)]
+    pub enable_benchmark: Option<bool>,
     #[serde(default)]
     pub use_nv_sa_benchmark: Option<bool>,
     #[serde(default)]
@@ -280,6 +283,13 @@ pub struct Environment {
 pub struct Profiling {
     #[serde(default)]
     pub nsys_on: bool,
+    /// Iterations `START-STOP` profiled on CTX workers (upstream's default `10-30`), exported as
+    /// `TLLM_PROFILE_START_STOP`.
+    #[serde(default)]
+    pub ctx_profile_range: Option<String>,
+    /// The same for GEN workers (default `200-250`).
+    #[serde(default)]
+    pub gen_profile_range: Option<String>,
 }
 
 /// The `accuracy` section. Current upstream files map task names to lm-eval settings; older ones use
@@ -348,6 +358,10 @@ impl Accuracy {
 pub struct WorkerConfigs {
     pub ctx: WorkerConfig,
     pub gen: WorkerConfig,
+    /// Older upstream form of `gen.moe_config.load_balancer.num_slots` (its submit script used it
+    /// only to name the log directory); the name check reads it when the newer key is absent.
+    #[serde(default)]
+    pub eplb_num_slots: Option<u64>,
 }
 
 /// One worker's engine config. Typed fields are the ones the harness reasons about; everything else
@@ -509,3 +523,19 @@ pub const SECTIONS: &[crate::case::load::SectionCheck] = {
         ("worker_config", section::<WorkerConfigs>),
     ]
 };
+
+/// The iteration range profiled on `side`: the case's, else upstream's defaults (CTX `10-30`,
+/// GEN `200-250`).
+pub fn profile_range(p: &Profiling, side: crate::case::name::Side) -> String {
+    use crate::case::name::Side;
+    match side {
+        Side::Ctx => p
+            .ctx_profile_range
+            .clone()
+            .unwrap_or_else(|| "10-30".into()),
+        Side::Gen => p
+            .gen_profile_range
+            .clone()
+            .unwrap_or_else(|| "200-250".into()),
+    }
+}

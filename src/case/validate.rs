@@ -27,7 +27,7 @@ pub fn validate(spec: &DisaggSpec, category: &str) -> Vec<Violation> {
     gpu_layout(spec, &mut out);
     job_time(spec, &mut out);
     env_var_strings(spec, &mut out);
-    benchmark_knobs(spec, &mut out);
+    benchmark_knobs(spec, category, &mut out);
     metrics_patterns(spec, &mut out);
     if category == "accuracy" {
         accuracy(spec, &mut out);
@@ -363,12 +363,53 @@ fn env_var_strings(spec: &DisaggSpec, out: &mut Vec<Violation>) {
     }
 }
 
-fn benchmark_knobs(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+fn benchmark_knobs(spec: &DisaggSpec, category: &str, out: &mut Vec<Violation>) {
     let b = &spec.benchmark;
+    // Upstream passes it to its client as the random range ratio: TensorRT-LLM's client needs
+    // 0 ≤ r < 1 (0 = fixed lengths, perf-sanity's value), the SA client 0 ≤ r ≤ 1.
     if let Some(r) = b.benchmark_ratio {
-        if !(r > 0.0 && r <= 1.0) {
+        let sa = b.use_nv_sa_benchmark.unwrap_or(false);
+        let ok = r >= 0.0 && (r < 1.0 || (sa && r <= 1.0));
+        if !ok {
+            let range = if sa {
+                "must be in [0, 1] (the SA client draws lengths from [r·L, L])"
+            } else {
+                "must be in [0, 1) (the client draws lengths from [L(1−r), L(1+r)]; 0 = fixed)"
+            };
+            out.push(Violation::error("benchmark.benchmark_ratio", range).with_value(r));
+        }
+    }
+    if b.enable_benchmark == Some(false) && matches!(category, "perf" | "stress" | "perf-sanity") {
+        // Upstream writes no benchmark command then, and its perf test fails for want of a log.
+        out.push(
+            Violation::error(
+                "benchmark.enable_benchmark",
+                format!("false in a {category} case: nothing would be measured (upstream fails such a test for want of a benchmark log); use an accuracy case"),
+            )
+            .with_value(false),
+        );
+    }
+    for (key, range) in [
+        (
+            "profiling.ctx_profile_range",
+            &spec.profiling.ctx_profile_range,
+        ),
+        (
+            "profiling.gen_profile_range",
+            &spec.profiling.gen_profile_range,
+        ),
+    ] {
+        let Some(range) = range else { continue };
+        let parsed = range.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+        });
+        if !matches!(parsed, Some((start, stop)) if start <= stop) {
             out.push(
-                Violation::error("benchmark.benchmark_ratio", "must be in (0, 1]").with_value(r),
+                Violation::error(
+                    key,
+                    "must be `START-STOP` iterations with START ≤ STOP (e.g. `10-30`)",
+                )
+                .with_value(range.clone()),
             );
         }
     }

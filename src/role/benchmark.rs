@@ -123,7 +123,10 @@ async fn drive(ctx: &RoleContext) -> Result<(), String> {
         .clone();
     // Accuracy cases measure accuracy only; perf cases may add it with enable_accuracy_test.
     let accuracy = ctx.category == "accuracy" || ctx.spec.accuracy.enable_accuracy_test;
-    let levels = if ctx.category == "accuracy" {
+    // Upstream's accuracy files set `enable_benchmark: false`; one that sets it true gets the load
+    // phase too, as upstream's job would run it.
+    let levels = if ctx.category == "accuracy" && ctx.spec.benchmark.enable_benchmark != Some(true)
+    {
         Vec::new()
     } else {
         ctx.spec.benchmark.concurrency_list.levels()
@@ -268,6 +271,11 @@ fn client_command(
     let (input, output) = lengths(ctx)?;
     let prompts = num_prompts(ctx, level);
     let result = ctx.rdv.dir().join(format!("bench.con{level}.json"));
+    let b = &ctx.spec.benchmark;
+    let spread = LengthSpread::of(
+        b.benchmark_ratio.unwrap_or(0.0),
+        b.use_nv_sa_benchmark.unwrap_or(false),
+    );
     Ok(match ctx.spec.benchmark.client {
         BenchmarkClient::Native => {
             let base = format!(
@@ -288,9 +296,11 @@ fn client_command(
                 "--dataset",
                 "random",
                 "--input-len",
-                &input.to_string(),
+                &spread.length(input).to_string(),
                 "--output-len",
-                &output.to_string(),
+                &spread.length(output).to_string(),
+                "--range-ratio",
+                &spread.ratio.to_string(),
                 "--num-prompts",
                 &prompts.to_string(),
                 "--concurrency-list",
@@ -331,6 +341,38 @@ fn client_command(
             tools: &ctx.tools,
         }),
     })
+}
+
+/// `benchmark.benchmark_ratio` as the native client's length spread. Upstream hands it to the
+/// client as its random range ratio: TensorRT-LLM's client draws lengths from [L(1−r), L(1+r)] (the
+/// same as `servetest bench --range-ratio`, so 0 means fixed lengths); with `use_nv_sa_benchmark`
+/// the SA client draws from [r·L, L] instead, which is the same interval around the midpoint
+/// L(1+r)/2 with ratio (1−r)/(1+r).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct LengthSpread {
+    /// Factor applied to the case's lengths (the interval's midpoint).
+    midpoint: f64,
+    pub ratio: f64,
+}
+
+impl LengthSpread {
+    pub fn of(benchmark_ratio: f64, sa_client: bool) -> LengthSpread {
+        if sa_client {
+            LengthSpread {
+                midpoint: (1.0 + benchmark_ratio) / 2.0,
+                ratio: (1.0 - benchmark_ratio) / (1.0 + benchmark_ratio),
+            }
+        } else {
+            LengthSpread {
+                midpoint: 1.0,
+                ratio: benchmark_ratio,
+            }
+        }
+    }
+
+    pub fn length(&self, len: u64) -> u64 {
+        ((len as f64 * self.midpoint).round() as u64).max(1)
+    }
 }
 
 /// Runs one client to completion while watching every serving role.
@@ -413,4 +455,27 @@ async fn check_health(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::LengthSpread;
+
+    #[test]
+    fn benchmark_ratio_spreads_lengths_as_each_upstream_client_does() {
+        // TensorRT-LLM's client: [L(1−r), L(1+r)], 0 = fixed.
+        let trt = LengthSpread::of(0.0, false);
+        assert_eq!((trt.length(1024), trt.ratio), (1024, 0.0));
+        let trt = LengthSpread::of(0.5, false);
+        assert_eq!((trt.length(1000), trt.ratio), (1000, 0.5));
+        // SA client: [r·L, L]. r = 0.8, L = 1000 → [800, 1000] = 900 ± 1/9.
+        let sa = LengthSpread::of(0.8, true);
+        let mid = sa.length(1000) as f64;
+        assert_eq!(mid, 900.0);
+        assert!((mid * (1.0 - sa.ratio) - 800.0).abs() < 1e-9);
+        assert!((mid * (1.0 + sa.ratio) - 1000.0).abs() < 1e-9);
+        // SA with r = 1: fixed lengths.
+        let fixed = LengthSpread::of(1.0, true);
+        assert_eq!((fixed.length(1024), fixed.ratio), (1024, 0.0));
+    }
 }

@@ -87,6 +87,9 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
         launch.command.program = "numactl".into();
         launch.command.args = args;
     }
+    if ctx.spec.profiling.nsys_on {
+        nsys_wrap(ctx, side, &mut launch.command)?;
+    }
     let record = RoleRecord {
         role: ctx.role.to_string(),
         host: ctx.host.clone(),
@@ -99,6 +102,54 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
         updated: 0.0,
     };
     supervise(ctx, launch.command, record).await
+}
+
+/// `profiling.nsys_on`: the worker runs under Nsight Systems as upstream's start_worker.sh runs it:
+/// capture gated by the CUDA profiler API, which the engine opens and closes at the side's
+/// iteration range (`TLLM_PROFILE_START_STOP`); the report goes to the job directory. Without
+/// `nsys` on this node the role fails rather than run unprofiled.
+fn nsys_wrap(
+    ctx: &RoleContext,
+    side: crate::case::name::Side,
+    command: &mut CommandSpec,
+) -> Result<(), String> {
+    let Some(nsys) = crate::fsutil::which("nsys") else {
+        return Err(format!(
+            "profiling.nsys_on is true but `nsys` (Nsight Systems) is not installed on {}; \
+             install it or set nsys_on: false",
+            ctx.host
+        ));
+    };
+    let range = crate::case::schema::profile_range(&ctx.spec.profiling, side);
+    command.env.extend(
+        [
+            ("TLLM_PROFILE_START_STOP", range.as_str()),
+            ("TLLM_PROFILE_RECORD_GC", "1"),
+            ("TLLM_NVTX_DEBUG", "1"),
+            ("NSYS_MPI_STORE_TEAMS_PER_RANK", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let output = ctx.rdv.dir().join(format!("nsys_worker_{}", ctx.role));
+    let mut args: Vec<String> = [
+        "profile",
+        "-o",
+        &output.display().to_string(),
+        "-f",
+        "true",
+        "-t",
+        "cuda,nvtx,python-gil",
+        "-c",
+        "cudaProfilerApi",
+        "--capture-range-end=stop",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(command.program.display().to_string());
+    args.append(&mut command.args);
+    command.program = nsys;
+    command.args = args;
+    Ok(())
 }
 
 pub async fn run_router(ctx: &RoleContext) -> Result<(), String> {
