@@ -487,10 +487,10 @@ mod fixture_tests {
             with("  benchmark_ratio: 0.0\n  enable_benchmark: true\n"),
             Vec::<String>::new()
         );
-        let bad = with("  benchmark_ratio: 1.0\n  enable_benchmark: false\n");
+        let bad = with("  benchmark_ratio: 1.5\n  enable_benchmark: false\n");
         assert!(
             bad.iter()
-                .any(|v| v.contains("benchmark_ratio: must be in [0, 1)")),
+                .any(|v| v.contains("benchmark_ratio: must be in [0, 1]")),
             "{bad:?}"
         );
         assert!(

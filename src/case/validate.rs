@@ -365,13 +365,13 @@ fn env_var_strings(spec: &DisaggSpec, out: &mut Vec<Violation>) {
 
 fn benchmark_knobs(spec: &DisaggSpec, category: &str, out: &mut Vec<Violation>) {
     let b = &spec.benchmark;
-    // Upstream passes it to its client as the random range ratio: TensorRT-LLM's client needs
-    // 0 ≤ r < 1 (0 = fixed lengths, perf-sanity's value), the SA client 0 ≤ r ≤ 1.
+    // Upstream passes it as the random range ratio to the SA client (0 ≤ r ≤ 1) and, in perf-sanity,
+    // to TensorRT-LLM's client (0 ≤ r < 1; 0 = fixed lengths); its other jobs never read it.
     if let Some(r) = b.benchmark_ratio {
         let sa = b.use_nv_sa_benchmark.unwrap_or(false);
-        let ok = r >= 0.0 && (r < 1.0 || (sa && r <= 1.0));
+        let ok = r >= 0.0 && (r < 1.0 || (r <= 1.0 && (sa || category != "perf-sanity")));
         if !ok {
-            let range = if sa {
+            let range = if sa || category != "perf-sanity" {
                 "must be in [0, 1] (the SA client draws lengths from [r·L, L])"
             } else {
                 "must be in [0, 1) (the client draws lengths from [L(1−r), L(1+r)]; 0 = fixed)"

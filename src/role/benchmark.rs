@@ -275,6 +275,7 @@ fn client_command(
     let spread = LengthSpread::of(
         b.benchmark_ratio.unwrap_or(0.0),
         b.use_nv_sa_benchmark.unwrap_or(false),
+        &ctx.category,
     );
     Ok(match ctx.spec.benchmark.client {
         BenchmarkClient::Native => {
@@ -343,11 +344,11 @@ fn client_command(
     })
 }
 
-/// `benchmark.benchmark_ratio` as the native client's length spread. Upstream hands it to the
-/// client as its random range ratio: TensorRT-LLM's client draws lengths from [L(1−r), L(1+r)] (the
-/// same as `servetest bench --range-ratio`, so 0 means fixed lengths); with `use_nv_sa_benchmark`
-/// the SA client draws from [r·L, L] instead, which is the same interval around the midpoint
-/// L(1+r)/2 with ratio (1−r)/(1+r).
+/// `benchmark.benchmark_ratio` as the native client's length spread, as upstream uses it: with
+/// `use_nv_sa_benchmark` its SA client draws lengths from [r·L, L] (the same interval as midpoint
+/// L(1+r)/2 with ratio (1−r)/(1+r)); in perf-sanity TensorRT-LLM's client draws from
+/// [L(1−r), L(1+r)] (as `servetest bench --range-ratio`; 0 = fixed); upstream's other jobs never pass
+/// it to their client, so lengths stay fixed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct LengthSpread {
     /// Factor applied to the case's lengths (the interval's midpoint).
@@ -356,7 +357,7 @@ pub(super) struct LengthSpread {
 }
 
 impl LengthSpread {
-    pub fn of(benchmark_ratio: f64, sa_client: bool) -> LengthSpread {
+    pub fn of(benchmark_ratio: f64, sa_client: bool, category: &str) -> LengthSpread {
         if sa_client {
             LengthSpread {
                 midpoint: (1.0 + benchmark_ratio) / 2.0,
@@ -365,7 +366,11 @@ impl LengthSpread {
         } else {
             LengthSpread {
                 midpoint: 1.0,
-                ratio: benchmark_ratio,
+                ratio: if category == "perf-sanity" {
+                    benchmark_ratio
+                } else {
+                    0.0
+                },
             }
         }
     }
@@ -464,18 +469,21 @@ mod spread_tests {
     #[test]
     fn benchmark_ratio_spreads_lengths_as_each_upstream_client_does() {
         // TensorRT-LLM's client: [L(1−r), L(1+r)], 0 = fixed.
-        let trt = LengthSpread::of(0.0, false);
+        let trt = LengthSpread::of(0.0, false, "perf-sanity");
         assert_eq!((trt.length(1024), trt.ratio), (1024, 0.0));
-        let trt = LengthSpread::of(0.5, false);
+        let trt = LengthSpread::of(0.5, false, "perf-sanity");
         assert_eq!((trt.length(1000), trt.ratio), (1000, 0.5));
+        // Upstream's perf/accuracy jobs pass the ratio only to the SA client.
+        let plain = LengthSpread::of(0.8, false, "perf");
+        assert_eq!((plain.length(1000), plain.ratio), (1000, 0.0));
         // SA client: [r·L, L]. r = 0.8, L = 1000 → [800, 1000] = 900 ± 1/9.
-        let sa = LengthSpread::of(0.8, true);
+        let sa = LengthSpread::of(0.8, true, "perf");
         let mid = sa.length(1000) as f64;
         assert_eq!(mid, 900.0);
         assert!((mid * (1.0 - sa.ratio) - 800.0).abs() < 1e-9);
         assert!((mid * (1.0 + sa.ratio) - 1000.0).abs() < 1e-9);
         // SA with r = 1: fixed lengths.
-        let fixed = LengthSpread::of(1.0, true);
+        let fixed = LengthSpread::of(1.0, true, "perf");
         assert_eq!((fixed.length(1024), fixed.ratio), (1024, 0.0));
     }
 }
