@@ -28,9 +28,14 @@ struct HarnessArgs {
     /// Run only cases whose name contains NAME (repeatable; any may match; with --exact, whole names).
     #[arg(long = "filter", value_name = "NAME")]
     filters: Vec<String>,
-    /// Run only the cases named in this test list (also $SERVETEST_TEST_LIST).
-    #[arg(long, value_name = "FILE")]
+    /// Run only the cases named in this test list (also $SERVETEST_TEST_LIST; upstream's
+    /// `--disagg-test-list` works too).
+    #[arg(long, value_name = "FILE", alias = "disagg-test-list")]
     test_list: Option<PathBuf>,
+    /// Select by category like pytest's `-m` markers: `perf`, `accuracy`, `stress`, `perf-sanity`
+    /// (`cb`, `steps`, … for other families), `A or B`, `not A`.
+    #[arg(short = 'm', long = "marker", value_name = "EXPR")]
+    marker: Option<String>,
     /// Root of the case tree (also $SERVETEST_CONFIG_DIR; default test_configs/ of this crate).
     #[arg(long, value_name = "DIR")]
     config_dir: Option<PathBuf>,
@@ -140,7 +145,15 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
     let problems_trial = trials.len();
     let all_names: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
     let cases: Vec<Arc<Case>> = cases.into_iter().map(Arc::new).collect();
-    let chosen: Vec<Arc<Case>> = selected.iter().map(|&i| cases[i].clone()).collect();
+    let chosen: Vec<Arc<Case>> = selected
+        .iter()
+        .map(|&i| cases[i].clone())
+        .filter(|c| {
+            args.marker
+                .as_deref()
+                .is_none_or(|m| marker_matches(m, &c.category))
+        })
+        .collect();
     // Only cases that will really run are batched: valid, and supported on this GPU type.
     // libtest's own filters (positional, --exact, --skip, --ignored) are applied here too, so that a
     // filtered-out case is never submitted as part of a batch.
@@ -314,6 +327,17 @@ fn config_root(cli: Option<PathBuf>) -> Result<PathBuf, String> {
     ))
 }
 
+/// pytest-style marker expression over a case's category: `perf`, `perf or accuracy`, `not stress`.
+fn marker_matches(expr: &str, category: &str) -> bool {
+    expr.split(" or ").any(|term| {
+        let term = term.trim();
+        match term.strip_prefix("not ") {
+            Some(neg) => neg.trim() != category,
+            None => term == category,
+        }
+    })
+}
+
 /// The error for a selection that matched no case, with the closest names to what was asked.
 fn nothing_selected(args: &HarnessArgs, names: &[String]) -> String {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -468,4 +492,18 @@ fn run_case(
         ctx.run_trial(case).map_err(Failed::from)?;
     }
     Ok(Completion::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marker_matches;
+
+    #[test]
+    fn markers_select_categories_like_pytest_m() {
+        assert!(marker_matches("perf", "perf"));
+        assert!(!marker_matches("perf", "accuracy"));
+        assert!(marker_matches("perf or accuracy", "accuracy"));
+        assert!(marker_matches("not stress", "perf"));
+        assert!(!marker_matches("not stress", "stress"));
+    }
 }

@@ -223,3 +223,51 @@ fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
     let done = saved["completed"].as_u64().unwrap();
     assert!(done > 0 && done < 200, "{done}");
 }
+
+/// `servetest test` reads ./test_configs of the directory the user stands in, refuses a build that
+/// cannot execute, and `--version` names the features.
+#[test]
+fn servetest_test_uses_the_current_directory_and_says_what_the_build_can_do() {
+    let dir = fixture_tree(&["name-mismatch"]);
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::rename(dir.path(), cwd.path().join("test_configs")).unwrap();
+    let run = |args: &[&str], at: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args(args)
+            .current_dir(at)
+            .env_remove("SERVETEST_CONFIG_DIR")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["test", "--list"], cwd.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("disagg_perf_deepseek-r1-fp4_8k1k_con7"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !text(&o).contains("tiny-llama"),
+        "the build tree's cases leaked in: {}",
+        text(&o)
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let o = run(&["test", "--list"], empty.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no test_configs/ in"), "{}", text(&o));
+    let version = text(&run(&["--version"], cwd.path()));
+    assert!(version.contains("features:"), "{version}");
+    if !cfg!(feature = "perf") {
+        assert!(version.contains("validates cases only"), "{version}");
+        let o = run(&["test"], cwd.path());
+        assert!(
+            !o.status.success(),
+            "a build without perf must not report a pass"
+        );
+        assert!(
+            text(&o).contains("without the `perf` feature"),
+            "{}",
+            text(&o)
+        );
+    }
+}

@@ -513,6 +513,44 @@ mod fixture_tests {
         );
     }
 
+    /// Upstream's own configs (tests/fixtures/upstream, verbatim, manifest with commits): every file
+    /// upstream runs loads here — warnings allowed, no error, no layout problem.
+    #[test]
+    fn upstream_corpus_loads_without_false_rejection() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream");
+        let manifest = std::fs::read_to_string(base.join("manifest.tsv")).unwrap();
+        let (mut files, mut errors) = (0, Vec::new());
+        for commit in std::fs::read_dir(base.join("configs")).unwrap() {
+            let root = commit.unwrap().path().join("test_configs");
+            let d = discover::discover(std::slice::from_ref(&root));
+            assert!(d.problems.is_empty(), "{:?}", d.problems);
+            files += d.cases.len();
+            errors.extend(
+                d.violations()
+                    .filter(|v| v.is_error())
+                    .map(|v| v.to_string()),
+            );
+        }
+        assert!(
+            errors.is_empty(),
+            "{} false rejection(s):\n{}",
+            errors.len(),
+            errors.join("\n")
+        );
+        let listed = manifest
+            .lines()
+            .filter(|l| l.starts_with("configs/"))
+            .count();
+        assert_eq!(files, listed, "every YAML in the manifest is loaded");
+        assert!(files >= 80, "only {files} upstream files");
+        // Verbatim: each file has the size the manifest recorded from upstream.
+        for line in manifest.lines().skip(1) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let size = std::fs::metadata(base.join(cols[0])).unwrap().len();
+            assert_eq!(size.to_string(), cols[3], "{}", cols[0]);
+        }
+    }
+
     #[test]
     fn shipped_cases_are_valid_without_warnings() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_configs");

@@ -40,20 +40,44 @@ pub fn parse(text: &str) -> Vec<Entry> {
             }
             Some(Entry {
                 line: i + 1,
-                name: node_id_name(line).to_owned(),
+                name: node_id_name(line),
             })
         })
         .collect()
 }
 
 /// `file.py::Class::test[NAME]` → `NAME`; anything else is taken as the name itself.
-fn node_id_name(line: &str) -> &str {
-    if line.contains("::") {
-        if let (Some(open), true) = (line.find('['), line.ends_with(']')) {
-            return &line[open + 1..line.len() - 1];
-        }
+/// The case name of one list line: a plain name, or a pytest node id (`file.py::Class::test[NAME]`),
+/// optionally as a YAML list item (upstream's test-db files) and with a CI suffix such as
+/// ` TIMEOUT (120)`. Perf-sanity ids `test_e2e[disagg_upload-[e2e-|gen_only-]STEM]` name the
+/// `disagg/perf-sanity/STEM.yaml` case.
+fn node_id_name(line: &str) -> String {
+    static SUFFIX: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\s+(TIMEOUT|ISOLATION)\b.*$").expect("static regex")
+    });
+    let line = line.strip_prefix("- ").unwrap_or(line).trim();
+    let line = if line.contains("::") {
+        SUFFIX.replace(line, "").into_owned()
+    } else {
+        line.to_owned()
+    };
+    if !line.contains("::") {
+        return line;
     }
-    line
+    let (Some(open), true) = (line.find('['), line.ends_with(']')) else {
+        return line;
+    };
+    let id = &line[open + 1..line.len() - 1];
+    match id.strip_prefix("disagg_upload-") {
+        Some(rest) => {
+            let stem = rest
+                .strip_prefix("e2e-")
+                .or_else(|| rest.strip_prefix("gen_only-"))
+                .unwrap_or(rest);
+            crate::case::Case::make_name("disagg", "perf-sanity", stem)
+        }
+        None => id.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +93,9 @@ disagg_perf_a
 test_disagg.py::TestDisaggBenchmark::test_benchmark[disagg_perf_b]
   wideep_accuracy_c   # trailing comment
 test_disagg.py::TestDisaggBenchmark::test_accuracy[wideep_accuracy_d-x]
+perf/test_perf_sanity.py::test_e2e[disagg_upload-gb200-deepseek-r1_ccb-UCX] TIMEOUT (120)
+  - perf/test_perf_sanity.py::test_e2e[disagg_upload-gen_only-gb200_ds_con1024] TIMEOUT (120)
+perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200_ds_con1]
 ";
         let names: Vec<(usize, String)> =
             parse(text).into_iter().map(|e| (e.line, e.name)).collect();
@@ -79,6 +106,9 @@ test_disagg.py::TestDisaggBenchmark::test_accuracy[wideep_accuracy_d-x]
                 (4, "disagg_perf_b".into()),
                 (5, "wideep_accuracy_c".into()),
                 (6, "wideep_accuracy_d-x".into()),
+                (7, "disagg_perf-sanity_gb200-deepseek-r1_ccb-UCX".into()),
+                (8, "disagg_perf-sanity_gb200_ds_con1024".into()),
+                (9, "disagg_perf-sanity_gb200_ds_con1".into()),
             ]
         );
     }
