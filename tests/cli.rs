@@ -271,3 +271,29 @@ fn servetest_test_uses_the_current_directory_and_says_what_the_build_can_do() {
         );
     }
 }
+
+/// Upstream's loader sets partition, account and container image from SLURM_PARTITION,
+/// SLURM_ACCOUNT and CONTAINER_IMAGE: a migrating team's environment keeps working.
+#[test]
+fn upstream_environment_overrides_apply_to_rendered_jobs() {
+    let case = "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml";
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["render", case])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("SERVETEST_CLUSTER")
+        .env("SLURM_PARTITION", "batch_team")
+        .env("SLURM_ACCOUNT", "acct_team")
+        .env("CONTAINER_IMAGE", "/images/trtllm.sqsh")
+        .output()
+        .unwrap();
+    let script = text(&o);
+    assert!(o.status.success(), "{script}");
+    for want in [
+        "batch_team",
+        "acct_team",
+        "/images/trtllm.sqsh",
+        "$SLURM_PARTITION",
+    ] {
+        assert!(script.contains(want), "{want} missing:\n{script}");
+    }
+}

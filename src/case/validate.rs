@@ -29,6 +29,7 @@ pub fn validate(spec: &DisaggSpec, category: &str) -> Vec<Violation> {
     env_var_strings(spec, &mut out);
     benchmark_knobs(spec, category, &mut out);
     metrics_patterns(spec, &mut out);
+    upstream_only_keys(spec, &mut out);
     if category == "accuracy" {
         accuracy(spec, &mut out);
     }
@@ -359,6 +360,49 @@ fn env_var_strings(spec: &DisaggSpec, out: &mut Vec<Violation>) {
             if let Err(reason) = parse_env_assignments(text) {
                 out.push(Violation::error(key, reason).with_value(text));
             }
+        }
+    }
+}
+
+/// Keys whose upstream meaning servetest does not reproduce, each a warning saying what happens
+/// instead. (`slurm.job_name`, `script_file`, `environment.work_dir`, `trtllm_repo`,
+/// `trtllm_wheel_path` are not here: upstream's loader always overwrites them from its environment
+/// — SLURM_JOB_NAME, SCRIPT_DIR, REPO_DIR, TRTLLM_WHEEL_PATH — so a file's values never act there
+/// either; docs/upstream.md maps each to servetest's equivalent.) `<placeholder>` and empty values
+/// say nothing.
+fn upstream_only_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    let set = |v: &Option<String>| {
+        v.as_deref()
+            .is_some_and(|v| !v.trim().is_empty() && !v.trim_start().starts_with('<'))
+    };
+    let dataset = if set(&spec.metadata.dataset_file) {
+        "metadata.dataset_file"
+    } else {
+        "benchmark.dataset_file"
+    };
+    let keys: [(&str, bool, &str); 3] = [
+        (
+            dataset,
+            set(&spec.metadata.dataset_file) || set(&spec.benchmark.dataset_file),
+            "the native client does not read trtllm_custom datasets yet: it sends random prompts \
+             of input_length tokens (as upstream's perf-sanity does when the file does not resolve)",
+        ),
+        (
+            "benchmark.use_nv_sa_benchmark",
+            spec.benchmark.use_nv_sa_benchmark == Some(true),
+            "the native client runs instead of the SA client, with the SA client's length \
+             interval [benchmark_ratio·L, L]",
+        ),
+        (
+            "environment.build_wheel",
+            spec.environment.build_wheel == Some(true),
+            "servetest does not build TensorRT-LLM: it runs the nodes' trtllm-serve \
+             (SERVETEST_TRTLLM_SERVE)",
+        ),
+    ];
+    for (key, is_set, why) in keys {
+        if is_set {
+            out.push(Violation::warning(key, format!("upstream-only: {why}")));
         }
     }
 }

@@ -80,6 +80,20 @@ pub struct RenderInput<'a> {
     pub servetest: &'a Path,
 }
 
+/// The environment variables upstream's config loader applies to every case that servetest honours
+/// too, with their values (unset or empty ones are skipped).
+fn upstream_env_overrides() -> Vec<(&'static str, String)> {
+    ["SLURM_PARTITION", "SLURM_ACCOUNT", "CONTAINER_IMAGE"]
+        .into_iter()
+        .filter_map(|var| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (var, v))
+        })
+        .collect()
+}
+
 /// The SLURM-facing fields every family provides.
 struct SlurmFields {
     partition: Option<String>,
@@ -252,6 +266,24 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
 
     let mut overrides = Vec::new();
     let profile = input.profile;
+    let mut fields = fields;
+    // Upstream's loader sets these from the environment for every case; a migrating team's
+    // SLURM_PARTITION / SLURM_ACCOUNT / CONTAINER_IMAGE keep working (a cluster profile still wins).
+    let upstream_family = matches!(input.case.family.name, "disagg" | "wideep");
+    for (var, value) in upstream_env_overrides() {
+        if var == "CONTAINER_IMAGE" && !upstream_family {
+            continue;
+        }
+        let (key, slot) = match var {
+            "SLURM_PARTITION" => ("slurm.partition", &mut fields.partition),
+            "SLURM_ACCOUNT" => ("slurm.account", &mut fields.account),
+            _ => ("environment.container_image", &mut fields.container_image),
+        };
+        if slot.as_deref() != Some(value.as_str()) {
+            overrides.push(format!("{key}: {} -> {value} (${var})", show(slot)));
+            *slot = Some(value);
+        }
+    }
     let mut partition = fields.partition;
     let mut account = fields.account;
     let mut job_time = fields.job_time;
