@@ -165,7 +165,7 @@ enum CbCommand {
 enum ReportCommand {
     /// Write a run's results in the shape of TensorRT-LLM's perf_script_test_results.csv.
     ExportUpstream {
-        /// results.json or perf_script_test_results.csv of a servetest run.
+        /// results.json or servetest_results.csv of a servetest run.
         results: PathBuf,
         /// Where to write the upstream-shaped CSV.
         out: PathBuf,
@@ -183,7 +183,7 @@ enum ReportCommand {
         out: Option<PathBuf>,
     },
     Compare {
-        /// Baseline run: results.json or perf_script_test_results.csv.
+        /// Baseline run: results.json or servetest_results.csv.
         baseline: PathBuf,
         /// Current run, same formats.
         current: PathBuf,

@@ -143,7 +143,23 @@ impl RunContext {
             ResultsWriter::resume(&opts.out_root)?
         } else {
             ResultsWriter::new(&opts.out_root)
-        };
+        }
+        .with_case_meta(
+            order
+                .iter()
+                .filter_map(|c| {
+                    let s = c.disagg()?;
+                    Some((
+                        c.name.clone(),
+                        crate::report::upstream::CaseMeta {
+                            model_name: s.metadata.model_name.clone(),
+                            precision: s.metadata.precision.clone(),
+                            gen_servers: s.hardware.num_gen_servers,
+                        },
+                    ))
+                })
+                .collect(),
+        );
         // Complete = its tracker says COMPLETED and the results hold a row of that job.
         let resumed: HashMap<String, String> = if opts.resume {
             order

@@ -367,8 +367,7 @@ fn metrics_from_step_logs_land_in_the_results_csv() {
             && t.contains("nothing to see"),
         "{t}"
     );
-    let mut reader =
-        csv::Reader::from_path(out.path().join("perf_script_test_results.csv")).unwrap();
+    let mut reader = csv::Reader::from_path(out.path().join("servetest_results.csv")).unwrap();
     let headers = reader.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -470,10 +469,7 @@ fn a_slowed_case_fails_the_regression_gate_with_the_table() {
             .output()
             .unwrap()
     };
-    let o = report(
-        &baseline,
-        &slowed.path().join("perf_script_test_results.csv"),
-    );
+    let o = report(&baseline, &slowed.path().join("servetest_results.csv"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("REGRESSED"));
     let o = report(&baseline, &baseline);
@@ -499,7 +495,7 @@ fn a_slowed_case_fails_the_regression_gate_with_the_table() {
 }
 
 fn result_rows(out: &Path) -> Vec<(String, String)> {
-    let Ok(mut reader) = csv::Reader::from_path(out.join("perf_script_test_results.csv")) else {
+    let Ok(mut reader) = csv::Reader::from_path(out.join("servetest_results.csv")) else {
         return Vec::new();
     };
     let headers = reader.headers().unwrap().clone();
@@ -698,7 +694,7 @@ fn a_full_output_disk_fails_the_trial_and_keeps_what_was_written() {
     };
     let first = run(&["--skip", "short-6"]);
     assert!(first.status.success(), "{}", text(&first));
-    let csv = out.path().join("perf_script_test_results.csv");
+    let csv = out.path().join("servetest_results.csv");
     let before = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(before.lines().count(), 6, "header + 5 rows:\n{before}");
     // Fill the disk.

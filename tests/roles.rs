@@ -150,13 +150,32 @@ fn sim_choreography_runs_every_role_on_slurm_and_local() {
         // Both stand-in servers came up where their roles said (their ready files name the port).
         let up = |r: &serde_json::Value| job.join(format!("sim-ready.{}", r["port"])).exists();
         assert!(up(&ctx) && up(&gen));
-        let csv = std::fs::read_to_string(out.path().join("perf_script_test_results.csv")).unwrap();
+        let csv = std::fs::read_to_string(out.path().join("servetest_results.csv")).unwrap();
         for con in [1, 2] {
             assert!(
                 csv.lines()
                     .any(|l| l.starts_with(SIM_QUICK) && l.contains(&format!(",{con},COMPLETED,"))),
                 "{executor}: no row for concurrency {con}:\n{csv}"
             );
+        }
+        // Upstream's file under upstream's name, in upstream's schema: one row per default metric.
+        let upstream =
+            std::fs::read_to_string(out.path().join("perf_script_test_results.csv")).unwrap();
+        let mut lines = upstream.lines();
+        assert_eq!(
+            lines.next(),
+            Some(servetest::report::upstream::COLUMNS.join(",").as_str())
+        );
+        for con in [1, 2] {
+            for metric in ["SERVER_MEDIAN_TTFT", "SERVER_MEDIAN_E2EL"] {
+                let name = format!("test_benchmark[{SIM_QUICK}]_con:{con},");
+                assert!(
+                    upstream
+                        .lines()
+                        .any(|l| l.starts_with(&name) && l.ends_with(&format!(",{metric}"))),
+                    "{executor}: no {metric} at {con}:\n{upstream}"
+                );
+            }
         }
         assert_nothing_left(&job);
     }
@@ -406,7 +425,7 @@ fn real_vllm_prefill_hands_kv_to_decode_through_the_router() {
     assert_eq!(count(&ctx_log, "POST /v1/completions"), requests);
     assert_eq!(count(&gen_log, "POST /v1/completions"), requests);
     assert_eq!(count(&gen_log, "External Cache Hit!"), requests);
-    let csv = std::fs::read_to_string(out.path().join("perf_script_test_results.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.path().join("servetest_results.csv")).unwrap();
     assert_eq!(
         csv.lines()
             .filter(|l| l.starts_with(TINY) && l.contains("COMPLETED"))

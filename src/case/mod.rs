@@ -499,7 +499,12 @@ mod fixture_tests {
             "{bad:?}"
         );
         let sa = with("  benchmark_ratio: 1.0\n  use_nv_sa_benchmark: true\n");
-        assert!(sa.is_empty(), "{sa:?}");
+        assert!(sa.iter().all(|v| v.contains(": warning: ")), "{sa:?}");
+        assert!(
+            sa.iter()
+                .any(|v| v.contains("use_nv_sa_benchmark: upstream-only")),
+            "{sa:?}"
+        );
         let range = text.replacen(
             "profiling:\n",
             "profiling:\n  gen_profile_range: 30-10\n",

@@ -1,5 +1,5 @@
 //! Baselines and the regression gate: compare this run's metric rows with an earlier run's
-//! (`results.json` or `perf_script_test_results.csv`), per case and concurrency, under a policy of
+//! (`results.json` or `servetest_results.csv`), per case and concurrency, under a policy of
 //! direction (lower/higher is better) and tolerance (% or absolute) per metric.
 
 use std::collections::BTreeMap;
@@ -126,9 +126,15 @@ pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
         if headers.iter().collect::<Vec<_>>()
             != header().iter().map(String::as_str).collect::<Vec<_>>()
         {
-            return Err(format!(
-                "{shown}: not a servetest results CSV (unexpected columns)"
-            ));
+            let upstream = headers.iter().collect::<Vec<_>>() == super::upstream::COLUMNS;
+            return Err(if upstream {
+                format!(
+                    "{shown}: TensorRT-LLM's perf_script_test_results.csv schema; compare the run's \
+                     servetest_results.csv or results.json instead"
+                )
+            } else {
+                format!("{shown}: not a servetest results CSV (unexpected columns)")
+            });
         }
         let mut rows = Vec::new();
         for rec in reader.records() {

@@ -1,5 +1,6 @@
-//! `$OUTPUT_PATH/perf_script_test_results.csv`: one row per (case, concurrency), columns in a fixed,
-//! documented order (README). Rows are appended whole — formatted first, then one `write` on a file
+//! `$OUTPUT_PATH/servetest_results.csv`: one row per (case, concurrency), columns in a fixed,
+//! documented order (README); upstream's `perf_script_test_results.csv` (its own schema, see
+//! `upstream.rs`) is appended alongside for disagg/wideep perf and stress rows. Rows are appended whole — formatted first, then one `write` on a file
 //! opened for appending, under a lock — so a crash never leaves half a row and two trials finishing
 //! together never interleave. The CSV is the durable record (`--resume` reads it back).
 //! `results.json` (schema-versioned) is a whole-run view, rewritten atomically from the rows of this
@@ -17,7 +18,9 @@ use serde::Serialize;
 
 use crate::check::logparse::DEFAULT_METRICS;
 
-pub const CSV_NAME: &str = "perf_script_test_results.csv";
+pub const CSV_NAME: &str = "servetest_results.csv";
+/// Upstream's file name, in upstream's schema (dashboards read it).
+pub const UPSTREAM_CSV_NAME: &str = "perf_script_test_results.csv";
 pub const JSON_NAME: &str = "results.json";
 pub const SCHEMA_VERSION: u32 = 1;
 /// The least time between two rewrites of results.json during a run.
@@ -104,6 +107,16 @@ impl Row {
     }
 }
 
+/// Appends `bytes` and syncs; a full disk can stop a write part-way, so the file is cut back to
+/// `before` and no half row remains.
+fn append_whole(file: &mut std::fs::File, before: u64, bytes: &[u8]) -> std::io::Result<()> {
+    if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_data()) {
+        let _ = file.set_len(before);
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn csv_line(fields: &[String]) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(fields).expect("writing to memory");
@@ -113,6 +126,7 @@ fn csv_line(fields: &[String]) -> Vec<u8> {
 pub struct ResultsWriter {
     dir: PathBuf,
     state: Mutex<State>,
+    case_meta: std::collections::HashMap<String, super::upstream::CaseMeta>,
 }
 
 #[derive(Default)]
@@ -144,14 +158,31 @@ impl ResultsWriter {
         ResultsWriter {
             dir: dir.to_path_buf(),
             state: Mutex::new(State::default()),
+            case_meta: Default::default(),
         }
+    }
+
+    /// What upstream's CSV rows need from each case (model, precision, gen servers).
+    pub fn with_case_meta(
+        mut self,
+        meta: std::collections::HashMap<String, super::upstream::CaseMeta>,
+    ) -> ResultsWriter {
+        self.case_meta = meta;
+        self
     }
 
     /// For `--resume`: this run continues the one whose rows are already in the CSV.
     pub fn resume(dir: &Path) -> Result<ResultsWriter, String> {
         let w = ResultsWriter::new(dir);
-        if w.csv_path().exists() {
-            let rows = super::baseline::load_rows(&w.csv_path())?;
+        // Runs before servetest_results.csv kept servetest's rows under upstream's file name.
+        let older = dir.join(UPSTREAM_CSV_NAME);
+        let path = if !w.csv_path().exists() && older.exists() {
+            older
+        } else {
+            w.csv_path()
+        };
+        if path.exists() {
+            let rows = super::baseline::load_rows(&path)?;
             w.lock().add(&rows);
         }
         Ok(w)
@@ -190,10 +221,13 @@ impl ResultsWriter {
         for r in rows {
             bytes.extend(csv_line(&r.fields()));
         }
-        // A full disk can stop a write part-way: cut the file back so no half row remains.
-        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
-            let _ = file.set_len(before);
-            return Err(e);
+        append_whole(&mut file, before, &bytes)?;
+        if rows.iter().any(super::upstream::is_upstream_row) {
+            let path = self.dir.join(UPSTREAM_CSV_NAME);
+            let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let before = file.metadata()?.len();
+            let bytes = super::upstream::export_with(rows, &self.case_meta, before == 0);
+            append_whole(&mut file, before, &bytes)?;
         }
         state.add(rows);
         if state.json_written.is_none_or(|t| t.elapsed() >= JSON_EVERY) {
