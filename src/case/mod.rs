@@ -575,6 +575,31 @@ mod fixture_tests {
         }
     }
 
+    /// An engine key typo under worker_config is named at validation with the closest argument.
+    #[test]
+    fn engine_key_typos_warn_with_the_closest_argument() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml",
+        );
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "  gen:\n",
+            "  gen:\n    max_num_tokns: 64\n",
+            1,
+        );
+        let (spec, _) = load::parse_spec::<DisaggSpec>(&text, schema::known_fields);
+        let v = validate::validate(&spec.unwrap(), "perf");
+        let hit = v
+            .iter()
+            .find(|v| v.key == "worker_config.gen.max_num_tokns")
+            .unwrap_or_else(|| panic!("{v:#?}"));
+        assert!(!hit.is_error());
+        assert!(
+            hit.reason.contains("did you mean `max_num_tokens`"),
+            "{}",
+            hit.reason
+        );
+    }
+
     #[test]
     fn shipped_cases_are_valid_without_warnings() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_configs");

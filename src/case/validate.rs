@@ -30,6 +30,7 @@ pub fn validate(spec: &DisaggSpec, category: &str) -> Vec<Violation> {
     benchmark_knobs(spec, category, &mut out);
     metrics_patterns(spec, &mut out);
     upstream_only_keys(spec, &mut out);
+    engine_keys(spec, &mut out);
     if category == "accuracy" {
         accuracy(spec, &mut out);
     }
@@ -403,6 +404,31 @@ fn upstream_only_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
     for (key, is_set, why) in keys {
         if is_set {
             out.push(Violation::warning(key, format!("upstream-only: {why}")));
+        }
+    }
+}
+
+/// Keys under `worker_config.{ctx,gen}` that the engine does not know (a typo found now, not when
+/// the job starts): a warning with the closest known argument.
+fn engine_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    use crate::serve::engine::known_args;
+    let engine = spec.environment.engine;
+    let Some(source) = known_args::source(engine) else {
+        return;
+    };
+    for (side, cfg) in sides(spec) {
+        for key in cfg.extra.keys() {
+            if let Some(Some(hint)) = known_args::check(engine, key) {
+                let hint = if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did you mean `{hint}`?")
+                };
+                out.push(Violation::warning(
+                    format!("worker_config.{side}.{key}"),
+                    format!("not an argument of {source}{hint} (the engine would refuse it when the job starts)"),
+                ));
+            }
         }
     }
 }

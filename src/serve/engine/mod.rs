@@ -2,6 +2,7 @@
 //! health path, fatal log patterns), so process handling, health checks and the role choreography
 //! are shared by all engines. One adapter per engine: TensorRT-LLM, vLLM, SGLang.
 
+pub mod known_args;
 mod sglang;
 mod trtllm;
 mod vllm;
