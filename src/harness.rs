@@ -66,6 +66,10 @@ struct HarnessArgs {
     /// File-name ↔ content mismatches are errors, not warnings (also SERVETEST_STRICT_NAMES=1).
     #[arg(long)]
     strict_names: bool,
+    /// Stop at the first failing case (pytest's `-x`): submit nothing more, cancel running jobs,
+    /// and report the cases that did not finish as not run (ignored, with the reason).
+    #[arg(short = 'x', long = "exitfirst", alias = "fail-fast")]
+    exit_first: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +209,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         .then(|| crate::cb::engine(&crate::env::project_dir()).err())
         .flatten();
     let (mut will_run, mut validated_only) = (0usize, 0usize);
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for case in chosen {
         if !listing {
             for v in case.violations.iter().filter(|v| !v.is_error()) {
@@ -244,10 +249,36 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             });
         }
         let junit = junit.clone();
+        let stopped = stopped.clone();
+        let exit_first = args.exit_first;
         trials.push(
             Trial::ignorable_test(name.clone(), move || {
+                use std::sync::atomic::Ordering;
                 let started = std::time::Instant::now();
-                let result = run_case(&case, ignored, ctx.as_deref());
+                let result = if exit_first && stopped.load(Ordering::SeqCst) {
+                    Ok(Completion::ignored_with(
+                        "not run: stopped after the first failure (-x)",
+                    ))
+                } else {
+                    run_case(&case, ignored, ctx.as_deref())
+                };
+                let result = match result {
+                    // Another case failed first and cancelled this one's job: not run, not failed.
+                    Err(_) if exit_first && stopped.load(Ordering::SeqCst) => Ok(
+                        Completion::ignored_with("not run: cancelled after the first failure (-x)"),
+                    ),
+                    Err(e) if exit_first => {
+                        stopped.store(true, Ordering::SeqCst);
+                        if let Some(ctx) = &ctx {
+                            let n = ctx.cancel_all();
+                            ctx.progress().line(&format!(
+                                "servetest: -x: {name} failed; cancelled {n} job(s), submitting nothing more"
+                            ));
+                        }
+                        Err(e)
+                    }
+                    other => other,
+                };
                 if !EXECUTE && case.family.name != "cb" && result.is_ok() {
                     eprintln!("{name}: validated, not executed (build with --features perf)");
                 }

@@ -922,3 +922,41 @@ fn a_second_run_into_the_same_output_parses_only_its_own_logs() {
         );
     }
 }
+
+/// `-x`: the first failure cancels the jobs still running and the rest are reported as not run.
+fn exit_first_stops_the_run(executor: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let o = harness(
+        executor,
+        "exitfirst",
+        out.path(),
+        &["-x", "--disagg-batch-size", "0", "--test-threads", "3"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("1 failed") && t.contains("2 ignored"),
+        "{executor}: {t}"
+    );
+    assert!(
+        t.contains("not run: cancelled after the first failure (-x)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("-x: script_perf_a-fails failed; cancelled"),
+        "{t}"
+    );
+    assert!(
+        live_processes_mentioning("servetest-exitfirst-marker").is_empty(),
+        "{executor}: the sleepers' jobs were not cancelled"
+    );
+}
+
+#[test]
+fn exit_first_cancels_running_jobs_and_reports_the_rest_as_not_run() {
+    exit_first_stops_the_run("local");
+    exit_first_stops_the_run("slurm");
+}
