@@ -208,6 +208,13 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         .any(|c| c.family.name == "cb")
         .then(|| crate::cb::engine(&crate::env::project_dir()).err())
         .flatten();
+    if !listing {
+        if let Some(note) =
+            crate::report_cases::loader_overwritten_note(chosen.iter().map(|c| &**c))
+        {
+            eprintln!("{note}");
+        }
+    }
     let (mut will_run, mut validated_only) = (0usize, 0usize);
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for case in chosen {

@@ -224,6 +224,13 @@ fn main() -> ExitCode {
                 );
             } else {
                 print!("{}", violations_text(&discovery, !quiet));
+                if let Some(note) =
+                    servetest::report_cases::loader_overwritten_note(&discovery.cases)
+                {
+                    if !quiet {
+                        println!("{note}");
+                    }
+                }
             }
             if discovery.error_count() > 0 || (deny_warnings && warnings > 0) {
                 ExitCode::from(1)

@@ -60,3 +60,29 @@ pub fn violations_text(discovery: &Discovery, include_warnings: bool) -> String 
     ));
     out
 }
+
+/// One note naming the keys of `cases` that upstream's loader overwrites from its environment (their
+/// file values act nowhere, upstream included) and what servetest uses instead; `None` if none.
+pub fn loader_overwritten_note<'a>(
+    cases: impl IntoIterator<Item = &'a crate::case::Case>,
+) -> Option<String> {
+    let mut seen: std::collections::BTreeMap<&str, (&str, usize)> = Default::default();
+    for case in cases {
+        if let Some(spec) = case.disagg() {
+            for (key, instead) in crate::case::validate::loader_overwritten_keys(spec) {
+                seen.entry(key).or_insert((instead, 0)).1 += 1;
+            }
+        }
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    let keys: Vec<String> = seen
+        .iter()
+        .map(|(k, (instead, n))| format!("{k} ({n} file(s); servetest: {instead})"))
+        .collect();
+    Some(format!(
+        "note: keys upstream's loader overwrites from its environment, so their file values are not used (docs/upstream.md): {}",
+        keys.join("; ")
+    ))
+}

@@ -38,6 +38,20 @@ fn validate_passes_on_the_shipped_cases() {
     let o = servetest(&["validate"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("0 error(s)"));
+    // Keys upstream's loader overwrites from its environment: named once, with what is used instead.
+    for key in ["slurm.job_name (", "slurm.script_file ("] {
+        assert!(
+            text(&o).contains(key),
+            "{key} not in the note: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        text(&o)
+            .matches("note: keys upstream's loader overwrites")
+            .count(),
+        1
+    );
 }
 
 #[test]

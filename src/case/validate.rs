@@ -433,6 +433,40 @@ fn engine_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
     }
 }
 
+/// Keys set in `spec` that upstream's loader always overwrites from its environment (so a file's
+/// value acts nowhere), each with servetest's equivalent. `servetest validate` and the harness print
+/// one note naming them, rather than a warning in every upstream file.
+pub fn loader_overwritten_keys(spec: &DisaggSpec) -> Vec<(&'static str, &'static str)> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let env = &spec.environment;
+    [
+        (
+            set(&spec.slurm.job_name),
+            "slurm.job_name",
+            "jobs are named after their case",
+        ),
+        (
+            set(&spec.slurm.script_file) || set(&spec.metadata.script_file),
+            "slurm.script_file",
+            "servetest's job template (SERVETEST_TEMPLATE_DIR)",
+        ),
+        (
+            set(&env.work_dir),
+            "environment.work_dir",
+            "steps run `servetest role` (WORK_DIR: their working directory)",
+        ),
+        (
+            set(&env.trtllm_repo) || set(&env.trtllm_wheel_path),
+            "environment.trtllm_repo/trtllm_wheel_path",
+            "the nodes' trtllm-serve (SERVETEST_TRTLLM_SERVE)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(is_set, ..)| *is_set)
+    .map(|(_, key, instead)| (key, instead))
+    .collect()
+}
+
 fn benchmark_knobs(spec: &DisaggSpec, category: &str, out: &mut Vec<Violation>) {
     let b = &spec.benchmark;
     // Upstream passes it as the random range ratio to the SA client (0 ≤ r ≤ 1) and, in perf-sanity,
