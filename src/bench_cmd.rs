@@ -21,47 +21,72 @@ pub enum DatasetName {
     Prompts,
 }
 
+/// `servetest bench`'s options. vLLM's `vllm bench serve` names work too (aliases, and the flag forms
+/// of `--save-result` and `--ignore-eos`), so a recorded `vllm bench serve` command line runs with
+/// `servetest bench` swapped in (`cli::a_vllm_bench_serve_command_line_runs_unchanged`).
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Server base URL, e.g. http://127.0.0.1:8000 (loopback only unless --allow-remote).
+    /// Server base URL, e.g. http://127.0.0.1:8000 (loopback only unless --allow-remote; default
+    /// http://HOST:PORT).
     #[arg(long)]
-    base_url: String,
-    #[arg(long, value_enum, default_value = "completions")]
+    base_url: Option<String>,
+    /// Server host when --base-url is not given (vLLM's --host).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port when --base-url is not given (vLLM's --port).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// API: `completions` or `chat`, or vLLM's paths `/v1/completions`, `/v1/chat/completions`.
+    #[arg(long, value_parser = parse_endpoint, default_value = "completions")]
     endpoint: Endpoint,
+    /// vLLM's backend name: `openai`/`vllm` (completions) or `openai-chat`/`vllm-chat` (chat);
+    /// sets the endpoint and the result's `backend`.
+    #[arg(long, value_parser = ["openai", "vllm", "openai-chat", "vllm-chat"])]
+    backend: Option<String>,
     /// Model name sent in requests (vLLM: the served model name, often the model path).
     #[arg(long)]
     model: String,
+    /// Name sent in requests instead of --model (vLLM's --served-model-name).
+    #[arg(long)]
+    served_model_name: Option<String>,
     /// Directory with tokenizer.json (default: --model, if it is a directory).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "random")]
+    /// Prompt source (vLLM's --dataset-name).
+    #[arg(long, value_enum, default_value = "random", alias = "dataset-name")]
     dataset: DatasetName,
     /// ShareGPT JSON or a prompts file (one prompt per line).
     #[arg(long)]
     dataset_path: Option<PathBuf>,
-    #[arg(long, default_value_t = 1024)]
+    /// Prompt tokens of the random dataset (vLLM's --random-input-len).
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one, alias = "random-input-len")]
     input_len: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Output tokens (vLLM's --random-output-len).
+    #[arg(long, default_value_t = 128, value_parser = at_least_one, alias = "random-output-len")]
     output_len: usize,
-    /// Lengths uniform in [L(1-r), L(1+r)].
-    #[arg(long, default_value_t = 0.0)]
+    /// Lengths uniform in [L(1-r), L(1+r)], 0 ≤ r < 1 (vLLM's --random-range-ratio).
+    #[arg(long, default_value_t = 0.0, value_parser = range_ratio, alias = "random-range-ratio")]
     range_ratio: f64,
-    #[arg(long, default_value_t = 1000)]
+    /// vLLM's shared random prefix: only 0 is supported (a clear error otherwise).
+    #[arg(long = "random-prefix-len", default_value_t = 0)]
+    prefix_len: usize,
+    /// Requests per pass.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     num_prompts: usize,
     /// Closed-loop cap on requests in flight.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     max_concurrency: Option<usize>,
     /// One pass per level ("1 2 4 8" or "1,2,4"), as the YAML's concurrency_list.
     #[arg(long)]
     concurrency_list: Option<String>,
-    /// Requests per second ("inf": all at once).
-    #[arg(long, default_value = "inf")]
+    /// Requests per second, > 0 ("inf": all at once).
+    #[arg(long, default_value = "inf", value_parser = positive_or_inf)]
     request_rate: f64,
-    /// Gamma shape of inter-arrival times (1 = Poisson).
-    #[arg(long, default_value_t = 1.0)]
+    /// Gamma shape of inter-arrival times, > 0 (1 = Poisson).
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
     burstiness: f64,
     /// Stop sending after this many seconds (requests in flight finish).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     duration: Option<f64>,
     /// Requests sent before each pass and left out of the metrics.
     #[arg(long, default_value_t = 0)]
@@ -69,16 +94,23 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Percentiles to report, comma-separated (vLLM's --metric-percentiles).
-    #[arg(long, default_value = "99")]
+    #[arg(long, default_value = "99", alias = "metric-percentiles")]
     percentiles: String,
+    /// Metrics whose statistics are saved, comma-separated from ttft,tpot,itl,e2el (vLLM's
+    /// --percentile-metrics; the text summary shows all four).
+    #[arg(long, default_value = "ttft,tpot,itl,e2el")]
+    percentile_metrics: String,
     /// SLOs for goodput, e.g. `ttft:200 tpot:50 e2el:2000` (milliseconds).
     #[arg(long, num_args = 1..)]
     goodput: Vec<String>,
-    /// Ask the server to ignore EOS (default on for the random dataset, as vLLM forces it).
-    #[arg(long)]
+    /// Ask the server to ignore EOS: `--ignore-eos`, `--ignore-eos true|false` (default on for the
+    /// random dataset, as vLLM forces it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     ignore_eos: Option<bool>,
-    #[arg(long)]
+    /// Sampling temperature sent with each request (≥ 0).
+    #[arg(long, value_parser = non_negative)]
     temperature: Option<f64>,
+    /// Logprobs per token requested from the server.
     #[arg(long)]
     logprobs: Option<u32>,
     /// JSON object merged into every request body.
@@ -87,16 +119,94 @@ pub struct BenchArgs {
     /// Non-streaming requests (TTFT = E2EL then).
     #[arg(long)]
     no_stream: bool,
-    /// Per-request timeout, seconds.
-    #[arg(long, default_value_t = 600.0)]
+    /// Per-request timeout, seconds (> 0).
+    #[arg(long, default_value_t = 600.0, value_parser = positive)]
     timeout: f64,
-    /// Write the result JSON here (per level `NAME.conN.json` when sweeping).
+    /// Save the result JSON: `--save-result FILE`, or vLLM's flag form with --result-dir and
+    /// --result-filename (default name as vLLM's). Per level `NAME.conN.json` when sweeping.
+    #[arg(long, num_args = 0..=1)]
+    save_result: Option<Option<PathBuf>>,
+    /// Directory for the saved result (created if missing).
     #[arg(long)]
-    save_result: Option<PathBuf>,
+    result_dir: Option<PathBuf>,
+    /// File name of the saved result (vLLM's --result-filename).
+    #[arg(long)]
+    result_filename: Option<String>,
+    /// Also save the per-request lists vLLM's --save-detailed saves (input_lens, output_lens,
+    /// start_times, ttfts, itls, generated_texts, errors; seconds).
+    #[arg(long)]
+    save_detailed: bool,
     #[arg(long)]
     label: Option<String>,
+    /// Accepted for vLLM command lines: servetest shows no progress bar.
+    #[arg(long)]
+    disable_tqdm: bool,
     #[arg(long)]
     allow_remote: bool,
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    match s {
+        "completions" | "/v1/completions" => Ok(Endpoint::Completions),
+        "chat" | "/v1/chat/completions" => Ok(Endpoint::Chat),
+        _ => Err(format!(
+            "`{s}`: expected completions, chat, /v1/completions or /v1/chat/completions"
+        )),
+    }
+}
+
+fn number(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_nan() {
+        return Err("NaN is not a value here".into());
+    }
+    Ok(v)
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("`{s}`: must be a finite number greater than 0"))
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("`{s}`: must be a finite number of at least 0"))
+    }
+}
+
+fn positive_or_inf(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}`: must be greater than 0, or inf"))
+    }
+}
+
+fn range_ratio(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}`: must be at least 0 and below 1"))
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}`: must be a whole number of at least 1")),
+    }
 }
 
 fn is_loopback(url: &str) -> Result<bool, String> {
@@ -148,13 +258,43 @@ fn parse_goodput(items: &[String]) -> Result<Vec<(Slo, f64)>, String> {
         .collect()
 }
 
-pub fn run(a: BenchArgs) -> Result<bool, String> {
-    if !is_loopback(&a.base_url)? && !a.allow_remote {
+pub fn run(mut a: BenchArgs) -> Result<bool, String> {
+    let base_url = a.base_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            servetest::serve::engine::host_port(&a.host, a.port)
+        )
+    });
+    if !is_loopback(&base_url)? && !a.allow_remote {
         return Err(format!(
-            "refusing to load a non-loopback target {} without --allow-remote",
-            a.base_url
+            "refusing to load a non-loopback target {base_url} without --allow-remote"
         ));
     }
+    if a.prefix_len > 0 {
+        return Err(
+            "--random-prefix-len: a shared random prefix is not supported yet (use 0)".into(),
+        );
+    }
+    if let Some(backend) = &a.backend {
+        if backend.ends_with("-chat") {
+            a.endpoint = Endpoint::Chat;
+        }
+    }
+    let saved_metrics: Vec<&str> = a
+        .percentile_metrics
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if let Some(bad) = saved_metrics
+        .iter()
+        .find(|m| !matches!(**m, "ttft" | "tpot" | "itl" | "e2el"))
+    {
+        return Err(format!(
+            "--percentile-metrics: `{bad}` is not one of ttft, tpot, itl, e2el"
+        ));
+    }
+    ready_check(&base_url)?;
     let percentiles: Vec<f64> = a
         .percentiles
         .split(',')
@@ -206,9 +346,12 @@ pub fn run(a: BenchArgs) -> Result<bool, String> {
         None => Default::default(),
     };
     let settings = Arc::new(RequestSettings {
-        url: format!("{}{}", a.base_url.trim_end_matches('/'), a.endpoint.path()),
+        url: format!("{}{}", base_url.trim_end_matches('/'), a.endpoint.path()),
         endpoint: a.endpoint,
-        model: a.model.clone(),
+        model: a
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| a.model.clone()),
         stream: !a.no_stream,
         ignore_eos: a.ignore_eos.unwrap_or(a.dataset == DatasetName::Random),
         temperature: a.temperature,
@@ -280,20 +423,38 @@ pub fn run(a: BenchArgs) -> Result<bool, String> {
         if let Some(c) = level {
             println!("Benchmark with concurrency {c} done");
         }
-        if let Some(path) = &a.save_result {
+        if let Some(path) = result_path(&a, endpoint_type, level)? {
             let path = match (&a.concurrency_list, level) {
                 (Some(_), Some(c)) => path.with_extension(format!("con{c}.json")),
-                _ => path.clone(),
+                _ => path,
             };
-            let per_request = json!({
-                "input_lens": pass.outputs.iter().map(|o| o.prompt_len).collect::<Vec<_>>(),
-                "output_lens": m.output_lens,
-                "ttfts": pass.outputs.iter().map(|o| o.ttft).collect::<Vec<_>>(),
-                "itls": pass.outputs.iter().map(|o| o.itl.clone()).collect::<Vec<_>>(),
-                "errors": pass.outputs.iter().map(|o| o.error_detail.clone().unwrap_or_default()).collect::<Vec<_>>(),
-                "server_ttfts": pass.outputs.iter().map(|o| o.server_ttft).collect::<Vec<_>>(),
-            });
-            let doc = report::json(&m, &info, per_request);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+            }
+            let per_request = if a.save_detailed {
+                json!({
+                    "input_lens": pass.outputs.iter().map(|o| o.prompt_len).collect::<Vec<_>>(),
+                    "output_lens": m.output_lens,
+                    "start_times": pass.outputs.iter().map(|o| o.sent_at).collect::<Vec<_>>(),
+                    "ttfts": pass.outputs.iter().map(|o| o.ttft).collect::<Vec<_>>(),
+                    "itls": pass.outputs.iter().map(|o| o.itl.clone()).collect::<Vec<_>>(),
+                    "generated_texts": pass.outputs.iter().map(|o| o.generated_text.clone()).collect::<Vec<_>>(),
+                    "errors": pass.outputs.iter().map(|o| o.error_detail.clone().unwrap_or_default()).collect::<Vec<_>>(),
+                    "server_ttfts": pass.outputs.iter().map(|o| o.server_ttft).collect::<Vec<_>>(),
+                })
+            } else {
+                Value::Null
+            };
+            let mut doc = report::json(&m, &info, per_request);
+            // vLLM saves statistics only for --percentile-metrics.
+            if let Value::Object(o) = &mut doc {
+                o.retain(|k, _| {
+                    !["ttft", "tpot", "itl", "e2el"].iter().any(|metric| {
+                        k.ends_with(&format!("_{metric}_ms")) && !saved_metrics.contains(metric)
+                    })
+                });
+            }
             let bytes = serde_json::to_vec_pretty(&doc).expect("result serializes");
             servetest::fsutil::write_atomic(&path, &bytes)
                 .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
@@ -305,6 +466,77 @@ pub fn run(a: BenchArgs) -> Result<bool, String> {
         }
     }
     Ok(all_ok)
+}
+
+/// Fails fast, with one line, when nothing listens at `base_url` (vLLM stops at its first test
+/// request; a dead port would otherwise print a table of failures).
+fn ready_check(base_url: &str) -> Result<(), String> {
+    let url =
+        reqwest::Url::parse(base_url).map_err(|e| format!("invalid --base-url {base_url}: {e}"))?;
+    let host = url
+        .host_str()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']']);
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let reachable = addrs
+        .iter()
+        .any(|addr| std::net::TcpStream::connect_timeout(addr, Duration::from_secs(5)).is_ok());
+    if reachable {
+        Ok(())
+    } else {
+        Err(format!(
+            "nothing answers at {base_url} (connection refused or timed out): is the server up?"
+        ))
+    }
+}
+
+/// Where to save this pass: `--save-result FILE` (under --result-dir when relative), or the flag
+/// form with --result-filename or vLLM's default name
+/// `{label or backend}-{rate}qps[-concurrency{N}]-{model}-{YYYYmmdd-HHMMSS}.json`.
+fn result_path(
+    a: &BenchArgs,
+    backend: &str,
+    level: Option<usize>,
+) -> Result<Option<PathBuf>, String> {
+    let Some(save) = &a.save_result else {
+        return Ok(None);
+    };
+    let name = match (save, &a.result_filename) {
+        (Some(path), _) => path.clone(),
+        (None, Some(name)) => PathBuf::from(name),
+        (None, None) => {
+            let rate = if a.request_rate.is_finite() {
+                format!("{:?}", a.request_rate)
+            } else {
+                "inf".to_owned()
+            };
+            let concurrency = level
+                .map(|c| format!("-concurrency{c}"))
+                .unwrap_or_default();
+            let model = a
+                .model
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(&a.model);
+            let date = chrono::Local::now().format("%Y%m%d-%H%M%S");
+            let label = a
+                .label
+                .as_deref()
+                .or(a.backend.as_deref())
+                .unwrap_or(backend);
+            PathBuf::from(format!(
+                "{label}-{rate}qps{concurrency}-{model}-{date}.json"
+            ))
+        }
+    };
+    Ok(Some(match &a.result_dir {
+        Some(dir) if name.is_relative() => dir.join(name),
+        _ => name,
+    }))
 }
 
 #[derive(Args, Debug)]

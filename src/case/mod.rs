@@ -600,6 +600,53 @@ mod fixture_tests {
         );
     }
 
+    /// Upstream's own test lists (every version in the corpus, perf-sanity test-db lists included)
+    /// resolve in full: each id names a case of the corpus.
+    #[test]
+    fn upstream_test_lists_resolve_in_full() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream");
+        let mut names = std::collections::HashSet::new();
+        for commit in std::fs::read_dir(base.join("configs")).unwrap() {
+            let root = commit.unwrap().path().join("test_configs");
+            for c in discover::discover(&[root]).cases {
+                names.insert(c.name);
+            }
+        }
+        let (mut lists, mut ids, mut missing) = (0, 0, Vec::new());
+        for dir in ["testlists", "testlists-sanity"] {
+            for entry in walkdir::WalkDir::new(base.join(dir)) {
+                let path = entry.unwrap().into_path();
+                if !path.is_file() {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // test-db YAML files: only their test id items.
+                let text: String = if path.extension().is_some_and(|e| e == "yml") {
+                    text.lines()
+                        .filter(|l| l.contains("::"))
+                        .map(|l| format!("{l}\n"))
+                        .collect()
+                } else {
+                    text
+                };
+                lists += 1;
+                for e in testlist::parse(&text) {
+                    ids += 1;
+                    if !names.contains(&e.name) {
+                        missing.push(format!("{}:{}: {}", path.display(), e.line, e.name));
+                    }
+                }
+            }
+        }
+        assert!(lists >= 10 && ids >= 200, "{lists} lists, {ids} ids");
+        assert!(
+            missing.is_empty(),
+            "{} unresolved:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
+
     #[test]
     fn shipped_cases_are_valid_without_warnings() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_configs");

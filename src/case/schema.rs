@@ -105,6 +105,9 @@ pub struct Slurm {
     pub job_time: String,
     #[serde(default)]
     pub job_name: Option<String>,
+    /// Older upstream files keep the dataset path here (later `benchmark.dataset_file`).
+    #[serde(default)]
+    pub dataset_file: Option<String>,
     #[serde(default)]
     pub extra_args: Option<String>,
     #[serde(default)]

@@ -68,6 +68,13 @@ fn node_id_name(line: &str) -> String {
         return line;
     };
     let id = &line[open + 1..line.len() - 1];
+    // Older upstream ids: `{family}_{category}_file:{stem}_{ISL}k{OSL}k_ctx:N_gen:M_…`.
+    static OLD_ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^([a-z]+)_([a-z-]+)_file:(.+?)_\d+k\d+k_ctx:").expect("static regex")
+    });
+    if let Some(c) = OLD_ID.captures(id) {
+        return crate::case::Case::make_name(&c[1], &c[2], &c[3]);
+    }
     match id.strip_prefix("disagg_upload-") {
         Some(rest) => {
             let stem = rest
@@ -96,6 +103,7 @@ test_disagg.py::TestDisaggBenchmark::test_accuracy[wideep_accuracy_d-x]
 perf/test_perf_sanity.py::test_e2e[disagg_upload-gb200-deepseek-r1_ccb-UCX] TIMEOUT (120)
   - perf/test_perf_sanity.py::test_e2e[disagg_upload-gen_only-gb200_ds_con1024] TIMEOUT (120)
 perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200_ds_con1]
+test_disagg.py::TestDisaggBenchmark::test_benchmark[disagg_perf_file:ds-r1_000_1k1k_ctx:1_gen:4_tep:8_bs:32_eplb:0_mtp:3_ccbackend:NIXL]
 ";
         let names: Vec<(usize, String)> =
             parse(text).into_iter().map(|e| (e.line, e.name)).collect();
@@ -109,6 +117,7 @@ perf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-gb200_ds_con1]
                 (7, "disagg_perf-sanity_gb200-deepseek-r1_ccb-UCX".into()),
                 (8, "disagg_perf-sanity_gb200_ds_con1024".into()),
                 (9, "disagg_perf-sanity_gb200_ds_con1".into()),
+                (10, "disagg_perf_ds-r1_000".into()),
             ]
         );
     }

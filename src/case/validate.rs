@@ -376,15 +376,17 @@ fn upstream_only_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
         v.as_deref()
             .is_some_and(|v| !v.trim().is_empty() && !v.trim_start().starts_with('<'))
     };
-    let dataset = if set(&spec.metadata.dataset_file) {
-        "metadata.dataset_file"
-    } else {
-        "benchmark.dataset_file"
-    };
+    let dataset_keys = [
+        ("metadata.dataset_file", &spec.metadata.dataset_file),
+        ("benchmark.dataset_file", &spec.benchmark.dataset_file),
+        ("environment.dataset_file", &spec.environment.dataset_file),
+        ("slurm.dataset_file", &spec.slurm.dataset_file),
+    ];
+    let dataset = dataset_keys.iter().find(|(_, v)| set(v)).map(|(k, _)| *k);
     let keys: [(&str, bool, &str); 3] = [
         (
-            dataset,
-            set(&spec.metadata.dataset_file) || set(&spec.benchmark.dataset_file),
+            dataset.unwrap_or("benchmark.dataset_file"),
+            dataset.is_some(),
             "the native client does not read trtllm_custom datasets yet: it sends random prompts \
              of input_length tokens (as upstream's perf-sanity does when the file does not resolve)",
         ),
