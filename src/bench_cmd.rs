@@ -225,8 +225,8 @@ fn is_loopback(url: &str) -> Result<bool, String> {
 }
 
 fn parse_levels(text: &str) -> Result<Vec<usize>, String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
+    servetest::case::schema::split_levels(text)
+        .into_iter()
         .map(|s| {
             s.parse()
                 .ok()

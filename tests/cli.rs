@@ -311,3 +311,241 @@ fn upstream_environment_overrides_apply_to_rendered_jobs() {
         assert!(script.contains(want), "{want} missing:\n{script}");
     }
 }
+
+/// A simulator on a free loopback port; killed (and reaped) on drop.
+struct Sim {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    fn start() -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("url");
+        let child = Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args([
+                "sim-server",
+                "--ttft-ms",
+                "2",
+                "--itl-ms",
+                "1",
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let url = std::fs::read_to_string(&ready).unwrap().trim().to_owned();
+        Sim {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `vllm bench serve` command line, recorded as users write it, runs with `servetest bench`
+/// swapped in: vLLM's flag names and flag forms, the result where --result-dir/--result-filename
+/// say, per-request lists only with --save-detailed, statistics only for --percentile-metrics.
+#[test]
+fn a_vllm_bench_serve_command_line_runs_unchanged() {
+    let sim = Sim::start();
+    let out = tempfile::tempdir().unwrap();
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+    let (host, port) = sim
+        .url
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .unwrap();
+    let recorded = format!(
+        "vllm bench serve --backend vllm --host {host} --port {port} --endpoint /v1/completions \
+         --model m --tokenizer {tok} --dataset-name random --random-input-len 16 \
+         --random-output-len 8 --random-range-ratio 0.5 --num-prompts 12 --max-concurrency 4 \
+         --request-rate inf --burstiness 1.0 --seed 7 --percentile-metrics ttft,tpot,itl \
+         --metric-percentiles 50,90,99 --ignore-eos --save-result --save-detailed \
+         --result-dir {dir}/results --result-filename run.json --label recorded --disable-tqdm",
+        tok = tokenizer.display(),
+        dir = out.path().display()
+    );
+    let argv: Vec<&str> = recorded.split_whitespace().collect();
+    assert_eq!(&argv[..3], ["vllm", "bench", "serve"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .arg("bench")
+        .args(&argv[3..])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Successful requests:                     12"),
+        "{}",
+        text(&o)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results/run.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["label"], "recorded");
+    assert_eq!(saved["completed"], 12);
+    for key in [
+        "p50_ttft_ms",
+        "p90_tpot_ms",
+        "p99_itl_ms",
+        "median_ttft_ms",
+        "std_itl_ms",
+    ] {
+        assert!(saved.get(key).is_some(), "{key} missing");
+    }
+    assert!(
+        saved.get("mean_e2el_ms").is_none(),
+        "e2el was not asked for"
+    );
+    for list in [
+        "input_lens",
+        "output_lens",
+        "start_times",
+        "ttfts",
+        "itls",
+        "generated_texts",
+        "errors",
+    ] {
+        assert_eq!(saved[list].as_array().map(Vec::len), Some(12), "{list}");
+    }
+    // Lengths spread around 16 ± 50% (counted as the server counts them, BOS included).
+    let lens: Vec<u64> = saved["input_lens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = lens.iter().collect();
+    assert!(
+        distinct.len() > 3 && lens.iter().all(|l| (6..=27).contains(l)),
+        "{lens:?}"
+    );
+    // Without --save-detailed the per-request lists are left out, as vLLM does.
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "bench",
+            "--base-url",
+            &sim.url,
+            "--model",
+            "m",
+            "--tokenizer",
+        ])
+        .arg(&tokenizer)
+        .args([
+            "--num-prompts",
+            "3",
+            "--input-len",
+            "8",
+            "--output-len",
+            "4",
+            "--save-result",
+        ])
+        .arg(out.path().join("plain.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let plain: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("plain.json")).unwrap()).unwrap();
+    assert!(plain.get("ttfts").is_none() && plain.get("mean_e2el_ms").is_some());
+}
+
+/// Against a port nothing listens on, bench fails at once with one line (no table of failures).
+#[test]
+fn bench_against_a_dead_port_fails_fast_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = servetest(&[
+        "bench",
+        "--base-url",
+        &format!("http://127.0.0.1:{port}"),
+        "--model",
+        "m",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing answers at"), "{}", text(&o));
+    assert!(
+        !text(&o).contains("Serving Benchmark Result"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Every numeric flag of `bench` given zero, a negative, NaN, infinity or a huge value: a clear
+/// error (exit 2, the flag named) or a normal run — never a panic (exit 101).
+#[test]
+fn numeric_bench_flags_never_panic() {
+    let flags = [
+        "--request-rate",
+        "--burstiness",
+        "--duration",
+        "--timeout",
+        "--range-ratio",
+        "--temperature",
+        "--input-len",
+        "--output-len",
+        "--num-prompts",
+        "--max-concurrency",
+        "--warmups",
+        "--seed",
+        "--logprobs",
+        "--port",
+        "--random-prefix-len",
+    ];
+    let values = [
+        "0",
+        "-1",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e309",
+        "18446744073709551616",
+    ];
+    let mut refused = 0;
+    for flag in flags {
+        for value in values {
+            // A closed port: a value that passes parsing reaches the ready check and stops there.
+            let arg = format!("{flag}={value}");
+            let o = servetest(&[
+                "bench",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+                &arg,
+            ]);
+            let code = o.status.code();
+            assert!(
+                matches!(code, Some(1) | Some(2)),
+                "{flag} {value}: exit {code:?}\n{}",
+                text(&o)
+            );
+            if code == Some(2) {
+                assert!(
+                    text(&o).contains(&flag[2..]),
+                    "{flag} {value}: {}",
+                    text(&o)
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 60, "only {refused} refused");
+}

@@ -200,6 +200,15 @@ impl ConcurrencyList {
     }
 }
 
+/// The one concurrency-list grammar (case files and `servetest bench --concurrency-list`): items
+/// separated by whitespace and/or commas, `"1 2 4"`, `"1,2,4"` and `"1, 2, 4"` alike.
+pub fn split_levels(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl<'de> Deserialize<'de> for ConcurrencyList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -217,7 +226,7 @@ impl<'de> Deserialize<'de> for ConcurrencyList {
         }
         let items = match Raw::deserialize(deserializer)? {
             Raw::Number(n) => vec![n.to_string()],
-            Raw::Text(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Raw::Text(s) => split_levels(&s),
             Raw::List(v) => v
                 .into_iter()
                 .map(|s| match s {
@@ -540,5 +549,17 @@ pub fn profile_range(p: &Profiling, side: crate::case::name::Side) -> String {
             .gen_profile_range
             .clone()
             .unwrap_or_else(|| "200-250".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_levels;
+
+    #[test]
+    fn one_concurrency_grammar_for_spaces_and_commas() {
+        for text in ["1 4 16", "1,4,16", "1, 4, 16", " 1 ,4\t16 "] {
+            assert_eq!(split_levels(text), ["1", "4", "16"], "{text:?}");
+        }
     }
 }
