@@ -138,7 +138,7 @@ pub struct BenchArgs {
     save_detailed: bool,
     #[arg(long)]
     label: Option<String>,
-    /// Accepted for vLLM command lines: servetest shows no progress bar.
+    /// No progress bar (it shows only on a terminal anyway), as vLLM's --disable-tqdm.
     #[arg(long)]
     disable_tqdm: bool,
     #[arg(long)]
@@ -295,6 +295,7 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
         ));
     }
     ready_check(&base_url)?;
+    servetest::bench::set_progress_bar(!a.disable_tqdm);
     let percentiles: Vec<f64> = a
         .percentiles
         .split(',')

@@ -62,6 +62,13 @@ pub struct Pass {
 }
 
 /// Runs one pass: `requests` at `offsets`, at most `max_concurrency` in flight, stopping early
+/// Whether passes show a progress bar on a terminal (`--disable-tqdm` turns it off, as in vLLM).
+static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_progress_bar(on: bool) {
+    PROGRESS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// (keeping results) when `stop` resolves or `deadline` passes.
 pub async fn run_pass(
     http: &reqwest::Client,
@@ -77,11 +84,12 @@ pub async fn run_pass(
         max_concurrency.unwrap_or(Semaphore::MAX_PERMITS),
     ));
     let (tx, mut rx) = mpsc::unbounded_channel::<RequestOutput>();
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(requests.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar =
+        if std::io::stderr().is_terminal() && PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
+            indicatif::ProgressBar::new(requests.len() as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
     let mut tasks = tokio::task::JoinSet::new();
     for (req, &offset) in requests.iter().zip(offsets) {
         if deadline.is_some_and(|d| offset > d.as_secs_f64()) {
