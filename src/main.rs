@@ -352,7 +352,18 @@ fn main() -> ExitCode {
                     Some(p) => Policy::load(&p)?,
                     None => Policy::default(),
                 };
-                let comparisons = compare(&load_rows(&baseline)?, &load_rows(&current)?, &policy);
+                let (base_rows, now_rows) = (load_rows(&baseline)?, load_rows(&current)?);
+                let comparisons = compare(&base_rows, &now_rows, &policy);
+                if comparisons.is_empty() {
+                    return Err(format!(
+                        "nothing to compare: no case and concurrency with a gated metric is in both \
+                         ({} row(s) in {}, {} in {})",
+                        base_rows.len(),
+                        baseline.display(),
+                        now_rows.len(),
+                        current.display()
+                    ));
+                }
                 print!("{}", table(&comparisons));
                 Ok(comparisons.iter().any(|c| c.regressed))
             };

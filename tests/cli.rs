@@ -549,3 +549,64 @@ fn numeric_bench_flags_never_panic() {
     }
     assert!(refused > 60, "only {refused} refused");
 }
+
+/// `report compare` of two `servetest bench --save-result` files prints the comparison table; a
+/// pair with nothing in common says so.
+#[test]
+fn report_compare_takes_two_bench_saves() {
+    let sim = Sim::start();
+    let out = tempfile::tempdir().unwrap();
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+    for name in ["a.json", "b.json"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args([
+                "bench",
+                "--base-url",
+                &sim.url,
+                "--model",
+                "m",
+                "--tokenizer",
+            ])
+            .arg(&tokenizer)
+            .args([
+                "--num-prompts",
+                "6",
+                "--max-concurrency",
+                "2",
+                "--input-len",
+                "8",
+            ])
+            .args(["--output-len", "4", "--save-result"])
+            .arg(out.path().join(name))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["report", "compare"])
+        .arg(out.path().join("a.json"))
+        .arg(out.path().join("b.json"))
+        .output()
+        .unwrap();
+    assert!(matches!(o.status.code(), Some(0) | Some(1)), "{}", text(&o));
+    assert!(
+        text(&o).contains("median_ttft_ms") && text(&o).contains("bench"),
+        "{}",
+        text(&o)
+    );
+    // A bench save against a run with other cases: nothing in common, said plainly.
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["report", "compare"])
+        .arg(out.path().join("a.json"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream/manifest.tsv"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a result servetest can compare")
+            || text(&o).contains("unexpected columns")
+            || text(&o).contains("manifest.tsv"),
+        "{}",
+        text(&o)
+    );
+}

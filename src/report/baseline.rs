@@ -114,8 +114,26 @@ impl Policy {
 }
 
 /// Rows of an earlier run, from its `results.json` or its CSV.
+/// Result rows from anything servetest writes — a run directory (its results.json or
+/// servetest_results.csv), results.json, servetest_results.csv, a `servetest bench --save-result`
+/// file (one row, case `bench`, at its max concurrency) — or an upstream-shaped
+/// perf_script_test_results.csv (one row per case and concurrency, metric types mapped back).
 pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
     let shown = path.display();
+    if path.is_dir() {
+        for name in [
+            super::results::JSON_NAME,
+            super::results::CSV_NAME,
+            super::results::UPSTREAM_CSV_NAME,
+        ] {
+            if path.join(name).is_file() {
+                return load_rows(&path.join(name));
+            }
+        }
+        return Err(format!(
+            "{shown}: a directory without results.json, servetest_results.csv or perf_script_test_results.csv"
+        ));
+    }
     if path.extension().is_some_and(|e| e == "csv") {
         let mut reader =
             csv::Reader::from_path(path).map_err(|e| format!("failed to read {shown}: {e}"))?;
@@ -126,15 +144,13 @@ pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
         if headers.iter().collect::<Vec<_>>()
             != header().iter().map(String::as_str).collect::<Vec<_>>()
         {
-            let upstream = headers.iter().collect::<Vec<_>>() == super::upstream::COLUMNS;
-            return Err(if upstream {
-                format!(
-                    "{shown}: TensorRT-LLM's perf_script_test_results.csv schema; compare the run's \
-                     servetest_results.csv or results.json instead"
-                )
-            } else {
-                format!("{shown}: not a servetest results CSV (unexpected columns)")
-            });
+            if headers.iter().collect::<Vec<_>>() == super::upstream::COLUMNS {
+                return upstream_rows(reader, &shown.to_string());
+            }
+            return Err(format!(
+                "{shown}: neither servetest's results CSV nor TensorRT-LLM's perf_script_test_results.csv \
+                 (unexpected columns)"
+            ));
         }
         let mut rows = Vec::new();
         for rec in reader.records() {
@@ -178,8 +194,114 @@ pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
         &std::fs::read(path).map_err(|e| format!("failed to read {shown}: {e}"))?,
     )
     .map_err(|e| format!("{shown}: {e}"))?;
-    serde_json::from_value(doc["rows"].clone())
-        .map_err(|e| format!("{shown}: not a servetest results.json: {e}"))
+    if doc.get("rows").is_some() {
+        return serde_json::from_value(doc["rows"].clone())
+            .map_err(|e| format!("{shown}: not a servetest results.json: {e}"));
+    }
+    if doc.get("completed").is_some() && doc.get("duration").is_some() {
+        return Ok(vec![bench_row(&doc)]);
+    }
+    Err(format!(
+        "{shown}: not a result servetest can compare (expected a run's results.json, a \
+         servetest bench --save-result file, or a results CSV)"
+    ))
+}
+
+/// A `servetest bench` / `vllm bench serve` result file as one row: every numeric key that is one
+/// of the default metrics.
+fn bench_row(doc: &serde_json::Value) -> Row {
+    let metrics = crate::check::logparse::DEFAULT_METRICS
+        .iter()
+        .filter_map(|(name, _)| Some(((*name).to_owned(), doc.get(*name)?.as_f64()?)))
+        .collect();
+    Row {
+        test_name: "bench".into(),
+        family: "bench".into(),
+        category: "perf".into(),
+        model: doc["model_id"].as_str().unwrap_or_default().to_owned(),
+        gpu_type: String::new(),
+        executor: String::new(),
+        job_id: String::new(),
+        concurrency: doc["max_concurrency"].as_u64(),
+        state: "COMPLETED".into(),
+        start: None,
+        end: None,
+        metrics,
+    }
+}
+
+/// Rows of an upstream-shaped CSV: `test_benchmark[NAME]_con:N` → case NAME at N, metric types
+/// `SERVER_MEDIAN_TTFT` (and older `DISAGG_SERVER_TTFT`) → `median_ttft_ms`.
+fn upstream_rows(mut reader: csv::Reader<std::fs::File>, shown: &str) -> Result<Vec<Row>, String> {
+    let mut rows: Vec<Row> = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| format!("{shown}: {e}"))?;
+        let name = &rec[6];
+        let (case, con) = match name.rsplit_once("_con:") {
+            Some((case, n)) => (case, n.parse::<u64>().ok()),
+            None => (name, None),
+        };
+        let case = case
+            .strip_prefix("test_benchmark[")
+            .and_then(|c| c.strip_suffix(']'))
+            .unwrap_or(case);
+        let Ok(value) = rec[8].parse::<f64>() else {
+            continue;
+        };
+        let metric = upstream_metric_name(&rec[16]);
+        match rows
+            .iter_mut()
+            .find(|r| r.test_name == case && r.concurrency == con)
+        {
+            Some(r) => {
+                r.metrics.insert(metric, value);
+            }
+            None => rows.push(Row {
+                test_name: case.to_owned(),
+                family: String::new(),
+                category: String::new(),
+                model: String::new(),
+                gpu_type: String::new(),
+                executor: String::new(),
+                job_id: String::new(),
+                concurrency: con,
+                state: rec[12].to_owned(),
+                start: None,
+                end: None,
+                metrics: [(metric, value)].into(),
+            }),
+        }
+    }
+    Ok(rows)
+}
+
+/// `SERVER_MEDIAN_TTFT` / `DISAGG_SERVER_TTFT` (median) / `WIDEEP_SERVER_P99_ITL` → servetest's
+/// metric names; anything else is kept as it is.
+fn upstream_metric_name(kind: &str) -> String {
+    let base = kind
+        .strip_prefix("SERVER_")
+        .or_else(|| kind.split_once("_SERVER_").map(|(_, rest)| rest))
+        .map(|rest| {
+            if rest.contains('_') {
+                rest.to_owned()
+            } else {
+                format!("MEDIAN_{rest}")
+            }
+        });
+    match base {
+        Some(b) => {
+            let name = format!("{}_ms", b.to_lowercase());
+            if crate::check::logparse::DEFAULT_METRICS
+                .iter()
+                .any(|(n, _)| *n == name)
+            {
+                name
+            } else {
+                kind.to_owned()
+            }
+        }
+        None => kind.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -330,5 +452,45 @@ mod tests {
         let p: Policy = serde_yaml::from_str("metrics:\n  a: {direction: lower, tolerance: 5}\n  b: {direction: higher, tolerance: 7.5%}\n").unwrap();
         assert_eq!(p.metrics["a"].tolerance, Tolerance::Absolute(5.0));
         assert_eq!(p.metrics["b"].tolerance, Tolerance::Percent(7.5));
+    }
+
+    #[test]
+    fn upstream_csv_rows_map_back_to_servetest_metrics() {
+        assert_eq!(upstream_metric_name("SERVER_MEDIAN_TTFT"), "median_ttft_ms");
+        assert_eq!(upstream_metric_name("SERVER_P99_ITL"), "p99_itl_ms");
+        assert_eq!(upstream_metric_name("DISAGG_SERVER_TTFT"), "median_ttft_ms");
+        assert_eq!(
+            upstream_metric_name("WIDEEP_SERVER_MEAN_TPOT"),
+            "mean_tpot_ms"
+        );
+        assert_eq!(upstream_metric_name("MY_METRIC"), "MY_METRIC");
+        let row = Row {
+            test_name: "disagg_perf_x".into(),
+            family: "disagg".into(),
+            category: "perf".into(),
+            model: "m".into(),
+            gpu_type: "GB200".into(),
+            executor: "slurm".into(),
+            job_id: "7".into(),
+            concurrency: Some(4),
+            state: "COMPLETED".into(),
+            start: Some(1.0),
+            end: Some(2.0),
+            metrics: [
+                ("median_ttft_ms".to_owned(), 10.0),
+                ("median_e2el_ms".to_owned(), 50.0),
+            ]
+            .into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("perf_script_test_results.csv");
+        std::fs::write(&path, crate::report::upstream::export(&[row])).unwrap();
+        let rows = load_rows(&path).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].test_name, "disagg_perf_x");
+        assert_eq!(rows[0].concurrency, Some(4));
+        assert_eq!(rows[0].metrics.get("median_e2el_ms"), Some(&50.0));
+        // A run directory is read through its results file.
+        assert_eq!(load_rows(dir.path()).unwrap().len(), 1);
     }
 }
