@@ -209,20 +209,20 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         .then(|| crate::cb::engine(&crate::env::project_dir()).err())
         .flatten();
     if !listing {
-        if let Some(note) =
-            crate::report_cases::loader_overwritten_note(chosen.iter().map(|c| &**c))
-        {
+        let selected = chosen.iter().map(|c| &**c).filter(|c| {
+            let ignored = c.gpu_ignore_reason(&gpu_type).is_some();
+            !args.libtest.is_filtered_out(&probe(c, ignored))
+        });
+        if let Some(note) = crate::report_cases::loader_overwritten_note(selected) {
             eprintln!("{note}");
         }
     }
     let (mut will_run, mut validated_only) = (0usize, 0usize);
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Notes and warnings only about the cases this run selected (libtest's own filters included);
+    // the rest are counted in one line.
+    let mut quiet_about = 0usize;
     for case in chosen {
-        if !listing {
-            for v in case.violations.iter().filter(|v| !v.is_error()) {
-                eprintln!("{v}");
-            }
-        }
         // Unsupported GPU: ignored (shown, never dropped); forced runs with --include-ignored
         // still do not execute and say why.
         let ignored = if case.family.name == "cb" {
@@ -230,8 +230,18 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         } else {
             case.gpu_ignore_reason(&gpu_type)
         };
-        if let (Some(why), false) = (&ignored, listing) {
-            eprintln!("note: {} is ignored: {why}", case.name);
+        let selected = !args
+            .libtest
+            .is_filtered_out(&probe(&case, ignored.is_some()));
+        if !listing && selected {
+            for v in case.violations.iter().filter(|v| !v.is_error()) {
+                eprintln!("{v}");
+            }
+            if let Some(why) = &ignored {
+                eprintln!("note: {} is ignored: {why}", case.name);
+            }
+        } else if !listing {
+            quiet_about += 1;
         }
         let name = case.name.clone();
         let kind = case.kind().to_owned();
@@ -306,6 +316,11 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             })
             .with_kind(kind)
             .with_ignored_flag(is_ignored),
+        );
+    }
+    if quiet_about > 0 {
+        eprintln!(
+            "servetest: {quiet_about} case(s) not selected by the filters (no notes about them)"
         );
     }
     if !listing && will_run == 0 && problems_trial == 0 {
