@@ -191,6 +191,8 @@ pub fn job_id() -> Option<String> {
 
 /// Jobs the local executor runs at once (default 64); the others wait PENDING (Resources).
 pub const LOCAL_SLOTS: &str = "SERVETEST_LOCAL_SLOTS";
+/// `LO-HI`: the ports serving roles, `servetest serve --port 0` and the simulator pick from.
+pub const PORT_RANGE: &str = "SERVETEST_PORT_RANGE";
 
 pub fn local_slots() -> usize {
     non_empty(LOCAL_SLOTS)

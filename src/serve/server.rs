@@ -55,7 +55,33 @@ pub enum ServeError {
 /// are healthy, ~40 s here), and meanwhile vLLM's workers take dozens of ephemeral ports: a port the
 /// OS handed out (bind to port 0) was taken in CI before the router got to it. A random port below
 /// the ephemeral range is only taken by another explicit bind to that same port.
+/// `SERVETEST_PORT_RANGE=LO-HI` restricts it to that range (a firewall's open ports, say); with no
+/// free port there it is an error rather than a port outside the range.
 pub fn free_port(host: &str) -> Result<u16, ServeError> {
+    if let Some(text) = std::env::var(crate::env::PORT_RANGE)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        let range = parse_port_range(&text).map_err(|reason| ServeError::Port {
+            host: host.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
+        })?;
+        use rand::Rng;
+        let mut rng = rand::rng();
+        for _ in 0..256 {
+            let port = rng.random_range(range.clone());
+            if TcpListener::bind((host, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+        return Err(ServeError::Port {
+            host: host.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("no free port found in {} ({text})", crate::env::PORT_RANGE),
+            ),
+        });
+    }
     let (first_ephemeral, _) = ephemeral_range();
     let below = SERVICE_PORTS_FROM..first_ephemeral;
     if below.len() >= 1000 {
@@ -76,6 +102,20 @@ pub fn free_port(host: &str) -> Result<u16, ServeError> {
             host: host.to_owned(),
             source,
         })
+}
+
+/// `LO-HI` (inclusive), 1024 ≤ LO ≤ HI.
+pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("`{text}` is not a port range LO-HI (1024 ≤ LO ≤ HI ≤ 65535)");
+    let (lo, hi) = text.trim().split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (u16, u16) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if lo < 1024 || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
 }
 
 /// Service ports are picked from here up to the ephemeral range (below: well-known and registered
@@ -205,6 +245,15 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_port_range("30000-30100").unwrap(), 30000..=30100);
+        assert_eq!(parse_port_range(" 40000 - 40000 ").unwrap(), 40000..=40000);
+        for bad in ["80-90", "3000", "5000-4000", "a-b", "1024-70000"] {
+            assert!(parse_port_range(bad).unwrap_err().contains(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
