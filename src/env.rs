@@ -86,6 +86,16 @@ pub fn poll_interval() -> Result<std::time::Duration, String> {
     seconds(POLL_INTERVAL, 5.0)
 }
 
+/// Seconds between heartbeat lines for a live job (`SERVETEST_HEARTBEAT`, default 60; 0 = none).
+pub const HEARTBEAT: &str = "SERVETEST_HEARTBEAT";
+
+pub fn heartbeat() -> Result<Option<std::time::Duration>, String> {
+    match non_empty(HEARTBEAT) {
+        Some(v) if v.trim() == "0" => Ok(None),
+        _ => seconds(HEARTBEAT, 60.0).map(Some),
+    }
+}
+
 pub fn wait_timeout() -> Result<std::time::Duration, String> {
     seconds(WAIT_TIMEOUT, 36_000.0)
 }

@@ -310,16 +310,19 @@ impl RunContext {
             }
         }
         let _guard = CancelOnUnwind(self.opts.executor.as_ref(), &id);
-        let (record, finished) =
-            self.opts
-                .executor
-                .table()
-                .wait_terminal(&id, self.opts.wait_timeout, |r| {
-                    if !r.state.is_terminal() {
-                        self.progress
-                            .line(&format!("  {}: job {} {}", case.name, r.id, r.state));
-                    }
-                });
+        let beat = crate::env::heartbeat().unwrap_or(Some(Duration::from_secs(60)));
+        let (record, finished) = self.opts.executor.table().wait_terminal_beating(
+            &id,
+            self.opts.wait_timeout,
+            beat,
+            |r| {
+                if !r.state.is_terminal() {
+                    self.progress
+                        .line(&format!("  {}: job {} {}", case.name, r.id, r.state));
+                }
+            },
+            |r| self.progress.line(&self.heartbeat(case, r)),
+        );
         if !finished {
             self.opts.executor.cancel(std::slice::from_ref(&id));
             let record = self.opts.executor.table().get(&id).unwrap_or(record);
@@ -684,6 +687,50 @@ impl RunContext {
             )
         })?;
         Ok(rows)
+    }
+
+    /// One line about a live job: state, time in it, and for disagg jobs each role's state from its
+    /// rendezvous record and the concurrency levels the benchmark has finished.
+    fn heartbeat(&self, case: &Case, r: &JobRecord) -> String {
+        let since = r.started.or(Some(r.submitted));
+        let elapsed = since
+            .and_then(|t| t.elapsed().ok())
+            .map(|d| format!(" for {}s", d.as_secs()))
+            .unwrap_or_default();
+        let job = self.case_dir(case).join(format!("job-{}", r.id));
+        let mut roles: Vec<String> = std::fs::read_dir(&job)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let role = name.strip_suffix(".json")?;
+                if !role
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    return None;
+                }
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                Some(format!("{role} {}", doc["state"].as_str()?))
+            })
+            .collect();
+        roles.sort();
+        let done = std::fs::read_to_string(job.join(crate::role::benchmark::CLIENT_LOG))
+            .map(|log| log.matches("Benchmark with concurrency").count())
+            .unwrap_or(0);
+        let mut line = format!(
+            "  heartbeat: {}: job {} {}{elapsed}",
+            case.name, r.id, r.state
+        );
+        if !roles.is_empty() {
+            line.push_str(&format!("; roles: {}", roles.join(", ")));
+        }
+        if done > 0 {
+            line.push_str(&format!("; {done} concurrency level(s) benchmarked"));
+        }
+        line
     }
 
     fn case_dir(&self, case: &Case) -> PathBuf {

@@ -960,3 +960,30 @@ fn exit_first_cancels_running_jobs_and_reports_the_rest_as_not_run() {
     exit_first_stops_the_run("local");
     exit_first_stops_the_run("slurm");
 }
+
+/// A live job gets a heartbeat line at the chosen interval (state and time in it).
+#[test]
+fn live_jobs_get_heartbeat_lines() {
+    for executor in ["local", "slurm"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = harness(
+            executor,
+            "heartbeat",
+            out.path(),
+            &[],
+            &[("SERVETEST_HEARTBEAT", "1")],
+        )
+        .output()
+        .unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{executor}: {t}");
+        assert!(
+            t.lines()
+                .filter(|l| l.contains("heartbeat: script_perf_beat: job "))
+                .count()
+                >= 2,
+            "{executor}: {t}"
+        );
+        assert!(t.contains("RUNNING for "), "{executor}: {t}");
+    }
+}

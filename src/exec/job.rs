@@ -176,11 +176,25 @@ impl JobTable {
         &self,
         id: &str,
         timeout: Duration,
+        on_change: impl FnMut(&JobRecord),
+    ) -> (JobRecord, bool) {
+        self.wait_terminal_beating(id, timeout, None, on_change, |_| {})
+    }
+
+    /// `wait_terminal`, also calling `on_beat` every `beat` while the job is live (progress lines
+    /// for long jobs, which otherwise print nothing between RUNNING and their end).
+    pub fn wait_terminal_beating(
+        &self,
+        id: &str,
+        timeout: Duration,
+        beat: Option<Duration>,
         mut on_change: impl FnMut(&JobRecord),
+        mut on_beat: impl FnMut(&JobRecord),
     ) -> (JobRecord, bool) {
         let deadline = Instant::now() + timeout;
         let mut jobs = self.jobs.lock().unwrap();
         let mut last: Option<JobState> = None;
+        let mut next_beat = beat.map(|b| Instant::now() + b);
         loop {
             let rec = jobs
                 .get(id)
@@ -189,6 +203,15 @@ impl JobTable {
             if last.as_ref() != Some(&rec.state) {
                 on_change(&rec);
                 last = Some(rec.state.clone());
+            }
+            if let (Some(at), Some(every)) = (next_beat, beat) {
+                if Instant::now() >= at && !rec.state.is_terminal() {
+                    drop(jobs);
+                    on_beat(&rec);
+                    jobs = self.jobs.lock().unwrap();
+                    next_beat = Some(Instant::now() + every);
+                    continue;
+                }
             }
             if rec.state.is_terminal() {
                 return (rec, true);

@@ -11,7 +11,7 @@
 //! scancel or the local executor, its own failure).
 
 mod accuracy;
-mod benchmark;
+pub mod benchmark;
 pub use accuracy::ACCURACY_FILE;
 pub use benchmark::CLIENT_LOG;
 pub mod rendezvous;
