@@ -30,10 +30,40 @@ pub fn is_secret_name(name: &str) -> bool {
     .any(|w| n.contains(w))
 }
 
+/// Temporary files of atomic writes in progress: `std::process::exit` (the harness's Ctrl-C path)
+/// runs no destructor, so the signal handler removes these (`remove_temporary_files`) instead of
+/// leaving `.tmpXXXX` files next to the results.
+static IN_FLIGHT: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the temporary files of writes still in progress (before exiting on a signal).
+pub fn remove_temporary_files() {
+    let paths = IN_FLIGHT.lock().map(|g| g.clone()).unwrap_or_default();
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let tmp_path = tmp.path().to_path_buf();
+    if let Ok(mut g) = IN_FLIGHT.lock() {
+        g.push(tmp_path.clone());
+    }
+    let result = finish_write(tmp, path, bytes, mode);
+    if let Ok(mut g) = IN_FLIGHT.lock() {
+        g.retain(|p| p != &tmp_path);
+    }
+    result
+}
+
+fn finish_write(
+    mut tmp: tempfile::NamedTempFile,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     // tempfile creates 0600; results and reports are meant to be read by others (umask still applies
     // to files created elsewhere, so match the usual 0644).
     use std::os::unix::fs::PermissionsExt;

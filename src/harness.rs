@@ -513,6 +513,7 @@ fn install_signal_handler(ctx: Arc<RunContext>) {
             ctx.progress().line(&format!(
                 "servetest: cancelled {n} job(s); results written so far are kept"
             ));
+            crate::fsutil::remove_temporary_files();
             std::process::exit(128 + sig);
         }
     });

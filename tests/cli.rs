@@ -610,3 +610,34 @@ fn report_compare_takes_two_bench_saves() {
         text(&o)
     );
 }
+
+/// `cleanup --dry-run` with a failing squeue is an error naming it, not "0 live jobs".
+#[test]
+fn cleanup_fails_when_squeue_fails() {
+    let bin = tempfile::tempdir().unwrap();
+    let squeue = bin.path().join("squeue");
+    std::fs::write(
+        &squeue,
+        "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&squeue, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["cleanup", "--dry-run"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("`squeue` failed") && text(&o).contains("Unable to contact"),
+        "{}",
+        text(&o)
+    );
+}

@@ -296,6 +296,14 @@ fn sigint_leaves_nothing(executor: &str) {
         assert!(Instant::now() < deadline, "left behind: {left:?}\n{queued}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // No temporary file of an atomic write (tracker, results) is left after the exit.
+    let temporaries: Vec<_> = walkdir::WalkDir::new(out.path())
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(temporaries.is_empty(), "{executor}: {temporaries:?}");
 }
 
 #[test]

@@ -148,6 +148,16 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
                 .with_value(&step.name),
             );
         }
+        // Each step writes `<name>.log`: two steps of one name would interleave into one file.
+        if let Some(first) = spec.steps[..i].iter().position(|s| s.name == step.name) {
+            violations.push(
+                Violation::error(
+                    format!("{key}.name"),
+                    format!("`{}` is also the name of step {first}; step names name their log files and must differ", step.name),
+                )
+                .with_value(&step.name),
+            );
+        }
     }
     if let Some(m) = &spec.metrics {
         if !spec.steps.iter().any(|s| s.name == m.step) {
@@ -170,4 +180,18 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
         }
     }
     (Some(CaseSpec::Script(Box::new(spec))), violations)
+}
+
+#[cfg(test)]
+mod duplicate_step_tests {
+    #[test]
+    fn two_steps_of_one_name_are_refused() {
+        let text = "slurm: {job_time: \"00:01:00\"}\nsteps: [{name: a, run: \"true\"}, {name: a, run: \"true\"}]\n";
+        let (_, v) = super::load(text, "perf", "x");
+        assert!(
+            v.iter()
+                .any(|v| v.key == "steps.1.name" && v.reason.contains("also the name of step 0")),
+            "{v:#?}"
+        );
+    }
 }

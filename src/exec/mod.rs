@@ -30,6 +30,12 @@ pub enum ExecError {
     },
     #[error("job {id} is unknown to SLURM: {detail}")]
     UnknownJob { id: String, detail: String },
+    #[error("`{program}` failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 pub trait Executor: Send + Sync {

@@ -69,6 +69,14 @@ pub fn orphans(names: &std::collections::HashSet<String>) -> Result<Vec<Orphan>,
             "%i|%j|%T".into(),
         ],
     )?;
+    // A failed squeue (controller down, bad config) must not read as "no live jobs".
+    if !out.status.success() {
+        return Err(ExecError::Failed {
+            program: "squeue".into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
     Ok(parse_orphans(&String::from_utf8_lossy(&out.stdout), names))
 }
 
