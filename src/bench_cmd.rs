@@ -91,6 +91,7 @@ pub struct BenchArgs {
     /// Requests sent before each pass and left out of the metrics.
     #[arg(long, default_value_t = 0)]
     warmups: usize,
+    /// Seed of the dataset and the arrival schedule.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Percentiles to report, comma-separated (vLLM's --metric-percentiles).
@@ -136,11 +137,13 @@ pub struct BenchArgs {
     /// start_times, ttfts, itls, generated_texts, errors; seconds).
     #[arg(long)]
     save_detailed: bool,
+    /// Label saved in the result (vLLM's --label).
     #[arg(long)]
     label: Option<String>,
     /// No progress bar (it shows only on a terminal anyway), as vLLM's --disable-tqdm.
     #[arg(long)]
     disable_tqdm: bool,
+    /// Allow a target that is not on loopback.
     #[arg(long)]
     allow_remote: bool,
 }
@@ -542,26 +545,34 @@ fn result_path(
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
+    /// Address to listen on (loopback unless --allow-remote).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
     /// 0 picks a free port.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Time to first token, ms.
     #[arg(long, default_value_t = 20.0)]
     ttft_ms: f64,
+    /// Added to TTFT per prompt token, µs.
     #[arg(long, default_value_t = 0.0)]
     ttft_per_token_us: f64,
+    /// Time between chunks, ms.
     #[arg(long, default_value_t = 5.0)]
     itl_ms: f64,
+    /// Uniform jitter on the time between chunks, ± ms.
     #[arg(long, default_value_t = 0.0)]
     itl_jitter_ms: f64,
+    /// Share of requests answered with HTTP 500 (0..1).
     #[arg(long, default_value_t = 0.0)]
     failure_rate: f64,
+    /// Seed of the jitter and failures.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Write the base URL here once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Allow listening on an address that is not loopback.
     #[arg(long)]
     allow_remote: bool,
 }

@@ -13,13 +13,16 @@ pub struct CbRunArgs {
     /// `tiny` (models/tiny) or a model directory.
     #[arg(long, default_value = "tiny")]
     model: String,
+    /// The engine's max_model_len (prompt + generated tokens per sequence).
     #[arg(long = "max_model_len", alias = "max-model-len", default_value_t = 256)]
     max_model_len: u64,
+    /// The engine's max_num_seqs (sequences batched together).
     #[arg(long = "max_num_seqs", alias = "max-num-seqs", default_value_t = 4)]
     max_num_seqs: u64,
     /// Tensor parallelism; the CPU engine here runs in one process, so only 1.
     #[arg(long, default_value_t = 1)]
     tp: u64,
+    /// How many prompts to run.
     #[arg(long = "num-prompts", default_value_t = 4)]
     num_prompts: u64,
     /// Tokens per sequence (ignored with --max_prompt_len, which fills up to max_model_len).

@@ -62,7 +62,9 @@ enum Command {
     Serve(serve_cmd::Options),
     /// Run the cases harness (the same as `cargo test --test cases`; execution needs a build with
     /// `--features perf`). Arguments are the harness's: filters, --list, --test-list, …
+    #[command(disable_help_flag = true)]
     Test {
+        /// The harness's arguments (`servetest test -- --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
@@ -83,6 +85,7 @@ enum Command {
         /// The case's output directory (the job's files go to `job-<id>/` under it).
         #[arg(long)]
         out: PathBuf,
+        /// The role to run (default: $DISAGG_SERVING_TYPE).
         #[arg(long)]
         role: Option<String>,
     },
@@ -125,6 +128,7 @@ enum Command {
     List {
         /// Case files or directories (default: $SERVETEST_CONFIG_DIR or ./test_configs).
         paths: Vec<PathBuf>,
+        /// Print the cases as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -134,8 +138,10 @@ enum Command {
 enum AggregatedCommand {
     /// Run an aggregated case (what its job step runs); results under OUT/<YYYYmmdd_HHMM>/.
     Run {
+        /// The aggregated case file.
         #[arg(long)]
         case: PathBuf,
+        /// Output directory (results go to a timestamped directory under it).
         #[arg(long)]
         out: PathBuf,
         /// Skip what an earlier inference_results.csv or summary.csv recorded (repeatable).
@@ -148,8 +154,10 @@ enum AggregatedCommand {
 enum LatencyCommand {
     /// Run a latency case (what its job step runs); results in OUT/job-<id>/latency.csv.
     Run {
+        /// The latency case file.
         #[arg(long)]
         case: PathBuf,
+        /// The case's output directory.
         #[arg(long)]
         out: PathBuf,
     },
@@ -182,8 +190,11 @@ enum ReportCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Compare two results (runs, bench saves, CSVs): metric, baseline, now, change, limit per case
+    /// and concurrency; exit 1 on a regression.
     Compare {
-        /// Baseline run: results.json or servetest_results.csv.
+        /// Baseline: a run directory, results.json, servetest_results.csv, a bench save or an
+        /// upstream-shaped CSV.
         baseline: PathBuf,
         /// Current run, same formats.
         current: PathBuf,
@@ -498,4 +509,102 @@ fn render_case(path: &std::path::Path, cluster: Option<PathBuf>) -> Result<Strin
         eprintln!("override: {o}");
     }
     Ok(job.script)
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every option has a help line (`--help` never shows a bare flag).
+    #[test]
+    fn every_subcommand_and_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{sub_path} (about)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "servetest", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
+
+    /// The README's CLI block lists every subcommand, and each of its lines parses.
+    #[test]
+    fn readme_lists_every_subcommand_and_each_line_parses() {
+        use clap::Parser;
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("```text\n")
+            .find(|b| b.starts_with("servetest validate"))
+            .expect("the CLI block")
+            .split("```")
+            .next()
+            .unwrap();
+        let mut listed = std::collections::BTreeSet::new();
+        for line in block.lines().filter(|l| l.starts_with("servetest ")) {
+            // The command up to its first optional part, placeholder list or description.
+            let cmd: Vec<&str> = line
+                .split("  ")
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .take_while(|t| !t.starts_with('[') && !t.contains('…'))
+                .collect();
+            if let Err(e) = super::Cli::try_parse_from(&cmd) {
+                panic!("README line does not parse: {line}\n{e}");
+            }
+            listed.insert(
+                cmd[1..]
+                    .iter()
+                    .take_while(|t| {
+                        !t.starts_with('-') && t.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    })
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            let nested: Vec<&clap::Command> = sub
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .collect();
+            let names: Vec<String> = if nested.is_empty() {
+                vec![sub.get_name().to_owned()]
+            } else {
+                nested
+                    .iter()
+                    .map(|n| format!("{} {}", sub.get_name(), n.get_name()))
+                    .collect()
+            };
+            for name in names {
+                assert!(
+                    listed
+                        .iter()
+                        .any(|l| l == &name || (l.starts_with(&name) && !name.contains(' '))),
+                    "`servetest {name}` is not in the README's CLI block (listed: {listed:?})"
+                );
+            }
+        }
+    }
 }

@@ -10,11 +10,13 @@ use servetest::serve::server::{free_port, Server};
 
 #[derive(clap::Args, Debug)]
 pub struct Options {
+    /// Engine adapter (vllm; trtllm and sglang render commands but need GPUs).
     #[arg(long, default_value = "vllm")]
     pub engine: String,
     /// Model directory (e.g. models/tiny from scripts/make-tiny-model).
     #[arg(long)]
     pub model: PathBuf,
+    /// Address to bind (loopback unless --allow-remote).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// 0 picks a free port.
@@ -38,6 +40,7 @@ pub struct Options {
     /// Extra environment for the server, NAME=VALUE (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub server_env: Vec<String>,
+    /// Arguments after `--`, passed to the engine verbatim.
     #[arg(last = true)]
     pub engine_args: Vec<String>,
 }
