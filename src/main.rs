@@ -106,7 +106,7 @@ enum Command {
         what: LatencyCommand,
     },
     /// Benchmark an OpenAI-compatible server (vLLM's metrics and output format).
-    Bench(bench_cmd::BenchArgs),
+    Bench(Box<bench_cmd::BenchArgs>),
     /// An OpenAI-compatible simulator with a latency model (for testing clients).
     SimServer(bench_cmd::SimArgs),
     /// Reports over results: `compare A B` prints metric, baseline, now, change, limit per case and
@@ -313,7 +313,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Bench(args) => match bench_cmd::run(args) {
+        Command::Bench(args) => match bench_cmd::run(*args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),
             Err(e) => {
