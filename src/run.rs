@@ -184,9 +184,10 @@ impl RunContext {
         let batches = BatchManager::new(names, opts.batch_size);
         let bar = "=".repeat(70);
         progress.line(&format!(
-            "{bar}\nBatch Manager Initialized\nBatch size: {}\n{bar}\n\nTotal test configs: {}\nTotal batches: {}\nExecutor: {}{}",
+            "{bar}\nBatch Manager Initialized\nBatch size: {}\n{bar}\n\nTotal test configs: {}{}\nTotal batches: {}\nExecutor: {}{}",
             if batches.size() == 0 { "all jobs in one batch".to_owned() } else { format!("{} jobs per batch", batches.size()) },
             batches.case_count(),
+            if resumed.is_empty() { String::new() } else { format!(" to run (+{} complete in the earlier run, not run again)", resumed.len()) },
             batches.batch_count(),
             opts.executor.name(),
             opts.debug_job.as_ref().map(|j| format!(" (DEBUG_MODE: evaluating job {j}, submitting nothing)")).unwrap_or_default(),

@@ -995,3 +995,53 @@ fn live_jobs_get_heartbeat_lines() {
         assert!(t.contains("RUNNING for "), "{executor}: {t}");
     }
 }
+
+/// Ctrl-C, then --resume: the interrupted attempt's rows are history (results.json's
+/// `earlier_attempts`), not failures; the final view and the report show every case COMPLETED.
+#[test]
+fn sigint_then_resume_shows_the_final_attempt_only() {
+    let out = tempfile::tempdir().unwrap();
+    let one_by_one = ["--disagg-batch-size", "1", "--test-threads", "1"];
+    let mut child = harness("local", "resume-sigint", out.path(), &one_by_one, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while live_processes_mentioning("servetest-resume-marker").is_empty() {
+        assert!(Instant::now() < deadline, "the slow case never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let mut args = one_by_one.to_vec();
+    args.push("--resume");
+    let o = harness("local", "resume-sigint", out.path(), &args, &[])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("Total test configs: 1 to run (+1 complete in the earlier run"),
+        "{t}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{json:#}");
+    assert!(rows.iter().all(|r| r["state"] == "COMPLETED"), "{json:#}");
+    let earlier = json["earlier_attempts"].as_array().unwrap();
+    assert!(
+        earlier.iter().all(|r| r["state"] != "COMPLETED"),
+        "{json:#}"
+    );
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("2 case(s), 2 row(s), 0 not COMPLETED"),
+        "report summary"
+    );
+}

@@ -336,12 +336,23 @@ pub fn write_for_run(
 ) -> Result<std::path::PathBuf, String> {
     let results = run_dir.join(crate::report::results::JSON_NAME);
     let rows = crate::report::baseline::load_rows(&results)?;
+    // Rows of attempts a resumed run superseded are history, not failures: counted in the title.
+    let earlier = std::fs::read(&results)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|d| d["earlier_attempts"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    let history = if earlier > 0 {
+        format!(" ({earlier} row(s) of earlier attempts superseded by --resume)")
+    } else {
+        String::new()
+    };
     let base_rows = baseline
         .map(crate::report::baseline::load_rows)
         .transpose()?;
     let base_label = baseline.map(|p| p.display().to_string());
     let html = render(
-        &format!("servetest run {}", run_dir.display()),
+        &format!("servetest run {}{history}", run_dir.display()),
         &rows,
         base_label.as_deref().zip(base_rows.as_deref()),
     )?;

@@ -107,6 +107,18 @@ impl Row {
     }
 }
 
+/// Each case's final attempt (the rows of the job it ran last) and the rows of earlier attempts
+/// (an interrupted run's CANCELLED job that `--resume` ran again): views of a run show the first,
+/// and keep the second apart as history, not as failures.
+pub fn split_attempts(rows: &[Row]) -> (Vec<&Row>, Vec<&Row>) {
+    let mut last_job: std::collections::HashMap<&str, &str> = Default::default();
+    for r in rows {
+        last_job.insert(&r.test_name, &r.job_id);
+    }
+    rows.iter()
+        .partition(|r| last_job.get(r.test_name.as_str()) == Some(&r.job_id.as_str()))
+}
+
 /// Appends `bytes` and syncs; a full disk can stop a write part-way, so the file is cut back to
 /// `before` and no half row remains.
 fn append_whole(file: &mut std::fs::File, before: u64, bytes: &[u8]) -> std::io::Result<()> {
@@ -246,7 +258,12 @@ impl ResultsWriter {
     }
 
     fn write_json(&self, state: &mut State) -> std::io::Result<()> {
-        let doc = serde_json::json!({"schema_version": SCHEMA_VERSION, "rows": state.rows});
+        let (rows, earlier) = split_attempts(&state.rows);
+        let doc = serde_json::json!({
+            "schema_version": SCHEMA_VERSION,
+            "rows": rows,
+            "earlier_attempts": earlier,
+        });
         crate::fsutil::write_atomic(
             &self.json_path(),
             &serde_json::to_vec_pretty(&doc).expect("rows serialize"),
@@ -369,5 +386,29 @@ mod tests {
             3,
             "results.json holds the resumed rows too"
         );
+    }
+
+    #[test]
+    fn a_resumed_case_supersedes_its_interrupted_attempt() {
+        let mut cancelled = row("case0", 1);
+        cancelled.state = "CANCELLED".into();
+        cancelled.job_id = "local-1".into();
+        let mut redone = row("case0", 1);
+        redone.job_id = "local-9".into();
+        let other = row("case1", 1);
+        let rows = vec![cancelled, other, redone];
+        let (last, earlier) = split_attempts(&rows);
+        assert_eq!(last.len(), 2);
+        assert!(last.iter().all(|r| r.state == "COMPLETED"));
+        assert_eq!(earlier.len(), 1);
+        assert_eq!(earlier[0].state, "CANCELLED");
+        let dir = tempfile::tempdir().unwrap();
+        let w = ResultsWriter::new(dir.path());
+        w.append(&rows).unwrap();
+        w.flush().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(w.json_path()).unwrap()).unwrap();
+        assert_eq!(json["rows"].as_array().unwrap().len(), 2);
+        assert_eq!(json["earlier_attempts"].as_array().unwrap().len(), 1);
     }
 }
