@@ -205,6 +205,15 @@ fn range_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+fn probability(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}`: must be between 0 and 1"))
+    }
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -552,19 +561,19 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     port: u16,
     /// Time to first token, ms.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, value_parser = non_negative)]
     ttft_ms: f64,
     /// Added to TTFT per prompt token, µs.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
     ttft_per_token_us: f64,
     /// Time between chunks, ms.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = non_negative)]
     itl_ms: f64,
     /// Uniform jitter on the time between chunks, ± ms.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
     itl_jitter_ms: f64,
     /// Share of requests answered with HTTP 500 (0..1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     failure_rate: f64,
     /// Seed of the jitter and failures.
     #[arg(long, default_value_t = 0)]

@@ -548,6 +548,26 @@ fn numeric_bench_flags_never_panic() {
         }
     }
     assert!(refused > 60, "only {refused} refused");
+    // The simulator's latency model: negative, NaN and infinite values are refused by name
+    // (they would start a server otherwise, so only refused values are walked).
+    for flag in [
+        "--ttft-ms",
+        "--ttft-per-token-us",
+        "--itl-ms",
+        "--itl-jitter-ms",
+        "--failure-rate",
+    ] {
+        for value in ["-1", "NaN", "inf", "1e309"] {
+            let arg = format!("{flag}={value}");
+            let o = servetest(&["sim-server", &arg]);
+            assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", text(&o));
+            assert!(
+                text(&o).contains(&flag[2..]),
+                "{flag} {value}: {}",
+                text(&o)
+            );
+        }
+    }
 }
 
 /// `report compare` of two `servetest bench --save-result` files prints the comparison table; a
