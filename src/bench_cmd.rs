@@ -445,7 +445,12 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
             }
-            let per_request = if a.save_detailed {
+            // vLLM keeps these two in every save: latency and client-side queueing per request.
+            let mut per_request = json!({
+                "latencies": pass.outputs.iter().map(|o| o.latency).collect::<Vec<_>>(),
+                "queue_times": pass.outputs.iter().map(|o| (o.sent_at - o.scheduled_at).max(0.0)).collect::<Vec<_>>(),
+            });
+            let detailed = if a.save_detailed {
                 json!({
                     "input_lens": pass.outputs.iter().map(|o| o.prompt_len).collect::<Vec<_>>(),
                     "output_lens": m.output_lens,
@@ -459,6 +464,9 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
             } else {
                 Value::Null
             };
+            if let (Value::Object(all), Value::Object(more)) = (&mut per_request, detailed) {
+                all.extend(more);
+            }
             let mut doc = report::json(&m, &info, per_request);
             // vLLM saves statistics only for --percentile-metrics.
             if let Value::Object(o) = &mut doc {

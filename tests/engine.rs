@@ -444,3 +444,123 @@ print(json.dumps({"numpy": np.__version__, "stats": out}))
         theirs["numpy"]
     );
 }
+
+/// `servetest bench` and `vllm bench serve` (scripts/vllm-bench-serve) against the same simulator
+/// with the same command line: every key vLLM saves is in servetest's file, and every deterministic
+/// value (counts, output tokens, run settings, the per-request lists' lengths) is equal.
+#[test]
+fn saved_json_matches_vllm_bench_serve_key_for_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("sim.url");
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "sim-server",
+            "--ttft-ms",
+            "5",
+            "--itl-ms",
+            "2",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = std::fs::read_to_string(&ready).unwrap().trim().to_owned();
+    let tiny = tiny_model();
+    let common = |file: &str| -> Vec<String> {
+        format!(
+            "--backend openai --base-url {url} --endpoint /v1/completions --model m --tokenizer {} \
+             --dataset-name random --random-input-len 16 --random-output-len 8 --num-prompts 10 \
+             --max-concurrency 2 --ignore-eos --percentile-metrics ttft,tpot,itl,e2el \
+             --metric-percentiles 50,99 --save-result --save-detailed --result-dir {} \
+             --result-filename {file} --disable-tqdm --seed 0",
+            tiny.display(),
+            dir.path().display()
+        )
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+    };
+    let vllm = std::process::Command::new(default_python(&root()))
+        .arg(root().join("scripts/vllm-bench-serve"))
+        .args(common("vllm.json"))
+        .output()
+        .unwrap();
+    let ours = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .arg("bench")
+        .args(common("servetest.json"))
+        .output()
+        .unwrap();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(
+        vllm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&vllm.stderr)
+    );
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    let load = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(f)).unwrap()).unwrap()
+    };
+    let (theirs, mine) = (load("vllm.json"), load("servetest.json"));
+    let missing: Vec<&String> = theirs
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| mine.get(k.as_str()).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys vLLM saves that servetest does not: {missing:?}"
+    );
+    for key in [
+        "num_prompts",
+        "completed",
+        "failed",
+        "total_output_tokens",
+        "request_rate",
+        "burstiness",
+        "max_concurrency",
+        "backend",
+        "endpoint_type",
+        "label",
+        "model_id",
+        "output_lens",
+        "rtfx",
+    ] {
+        assert_eq!(theirs[key], mine[key], "{key}");
+    }
+    for list in [
+        "input_lens",
+        "output_lens",
+        "start_times",
+        "ttfts",
+        "itls",
+        "generated_texts",
+        "errors",
+        "latencies",
+        "queue_times",
+    ] {
+        assert_eq!(
+            theirs[list].as_array().map(Vec::len),
+            mine[list].as_array().map(Vec::len),
+            "{list}"
+        );
+    }
+    // Every statistic vLLM saved is a number in servetest's file too.
+    for (k, v) in theirs.as_object().unwrap() {
+        if k.ends_with("_ms") {
+            assert!(v.is_number() && mine[k].is_number(), "{k}");
+        }
+    }
+}
