@@ -17,19 +17,26 @@ LOADER = yaml.CSafeLoader if os.environ.get("BENCH_YAML_LOADER") == "c" else yam
 
 def validate(cfg):
     gen, ctx, b = cfg["worker_config"]["gen"], cfg["worker_config"]["ctx"], cfg["benchmark"]
+    seq = cfg.get("sequence") or {}
     spec = gen.get("speculative_config") or {}
     mtp = spec.get("num_nextn_predict_layers", 0)
     errors = []
-    if mtp > 0 and gen["max_num_tokens"] < gen["max_batch_size"] * (mtp + 1):
+    # Keys a case may leave out (engines other than TensorRT-LLM) are not checked, as servetest does.
+    tokens, batch = gen.get("max_num_tokens"), gen.get("max_batch_size")
+    if mtp > 0 and tokens is not None and batch is not None and tokens < batch * (mtp + 1):
         errors.append("gen_max_tokens")
     if not b["streaming"]:
         errors.append("streaming")
-    isl, osl = b["input_length"], b["output_length"]
-    if ctx["max_seq_len"] <= isl or gen["max_seq_len"] <= isl + osl:
+    # Older files keep the lengths in a top-level `sequence` section.
+    isl = b.get("input_length", seq.get("input_length"))
+    osl = b.get("output_length", seq.get("output_length"))
+    if ctx.get("max_seq_len") is not None and ctx["max_seq_len"] <= isl:
         errors.append("max_seq_len")
-    levels = [int(x) for x in str(b["concurrency_list"]).split()]
-    cap = gen["max_batch_size"] * (gen["tensor_parallel_size"] if gen.get("enable_attention_dp") else 1)
-    if not levels or any(c > cap for c in levels):
+    if gen.get("max_seq_len") is not None and gen["max_seq_len"] <= isl + osl:
+        errors.append("max_seq_len")
+    levels = [int(x) for x in str(b["concurrency_list"]).replace(",", " ").split()]
+    cap = None if batch is None else batch * (gen.get("tensor_parallel_size", 1) if gen.get("enable_attention_dp") else 1)
+    if not levels or (cap is not None and any(c > cap for c in levels)):
         errors.append("concurrency")
     return errors
 
