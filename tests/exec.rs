@@ -499,7 +499,7 @@ fn a_slowed_case_fails_the_regression_gate_with_the_table() {
         exported.contains("test_benchmark[script_perf_bench-sweep]_con:4"),
         "{exported}"
     );
-    assert!(exported.contains(",SCRIPT_SERVER_TTFT\n"), "{exported}");
+    assert!(exported.contains(",SERVER_MEDIAN_TTFT\n"), "{exported}");
 }
 
 fn result_rows(out: &Path) -> Vec<(String, String)> {

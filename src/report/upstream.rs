@@ -97,11 +97,20 @@ pub fn is_upstream_row(r: &Row) -> bool {
 /// Upstream's CSV lines for `rows` (header first when `header`); `meta` by case name (absent for
 /// older runs: the row's model, precision `unknown`, one gen server).
 pub fn export_with(rows: &[Row], meta: &HashMap<String, CaseMeta>, header: bool) -> Vec<u8> {
+    export_filtered(rows, meta, header, is_upstream_row)
+}
+
+fn export_filtered(
+    rows: &[Row],
+    meta: &HashMap<String, CaseMeta>,
+    header: bool,
+    keep: fn(&Row) -> bool,
+) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
     if header {
         w.write_record(COLUMNS).expect("write to memory");
     }
-    for r in rows.iter().filter(|r| is_upstream_row(r)) {
+    for r in rows.iter().filter(|r| keep(r)) {
         let m = meta.get(&r.test_name).cloned().unwrap_or_else(|| CaseMeta {
             model_name: r.model.clone(),
             precision: None,
@@ -149,9 +158,12 @@ pub fn export_with(rows: &[Row], meta: &HashMap<String, CaseMeta>, header: bool)
     w.into_inner().expect("flush to memory")
 }
 
-/// `report export-upstream`: a whole file from an earlier run's rows.
+/// `report export-upstream`: a whole file from an earlier run's rows — every family's completed
+/// perf/stress rows (asked for explicitly, unlike the file a run writes, which is upstream's own).
 pub fn export(rows: &[Row]) -> Vec<u8> {
-    export_with(rows, &HashMap::new(), true)
+    export_filtered(rows, &HashMap::new(), true, |r| {
+        r.state == "COMPLETED" && matches!(r.category.as_str(), "perf" | "stress")
+    })
 }
 
 #[cfg(test)]
