@@ -111,14 +111,6 @@ pub fn main_with_args(
 }
 
 fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
-    if caller == Caller::ServetestTest && !EXECUTE && !args.libtest.list {
-        return Err(
-            "this servetest was built without the `perf` feature: it can validate cases \
-             (`servetest validate`, `servetest test --list`) but not execute them; \
-             build with `cargo build --features perf` (`servetest --version` names the features)"
-                .into(),
-        );
-    }
     if args.strict_names {
         crate::case::name::set_strict(true);
     }
@@ -330,6 +322,15 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             NoTests::Warn => eprintln!("warning: {message}"),
             NoTests::Pass => {}
         }
+    }
+    // After the selection check, so a typo still gets the closest names from any build.
+    if caller == Caller::ServetestTest && !EXECUTE && !listing {
+        return Err(
+            "this servetest was built without the `perf` feature: it can validate cases \
+             (`servetest validate`, `servetest test --list`) but not execute them; \
+             build with `cargo build --features perf` (`servetest --version` names the features)"
+                .into(),
+        );
     }
     let conclusion = libtest_mimic::run(&args.libtest, trials);
     if !EXECUTE && !listing && validated_only > 0 {

@@ -283,6 +283,14 @@ fn servetest_test_uses_the_current_directory_and_says_what_the_build_can_do() {
             "{}",
             text(&o)
         );
+        // A typo is named with the closest cases from any build.
+        let o = run(&["test", "--exact", "disagg_perf_no_such_case"], cwd.path());
+        assert!(!o.status.success());
+        assert!(
+            text(&o).contains("closest: `disagg_perf_deepseek"),
+            "{}",
+            text(&o)
+        );
     }
 }
 
