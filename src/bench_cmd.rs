@@ -315,8 +315,8 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
             p.trim()
                 .parse::<f64>()
                 .ok()
-                .filter(|p| *p > 0.0 && *p < 100.0)
-                .ok_or(format!("--percentiles: `{p}` is not in (0, 100)"))
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or(format!("--percentiles: `{p}` is not in [0, 100]"))
         })
         .collect::<Result<_, _>>()?;
     let goodput = parse_goodput(&a.goodput)?;
@@ -468,6 +468,10 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
                 all.extend(more);
             }
             let mut doc = report::json(&m, &info, per_request);
+            // vLLM saves the --backend it was given.
+            if let (Some(backend), Value::Object(o)) = (&a.backend, &mut doc) {
+                o.insert("backend".into(), json!(backend));
+            }
             // vLLM saves statistics only for --percentile-metrics.
             if let Value::Object(o) = &mut doc {
                 o.retain(|k, _| {

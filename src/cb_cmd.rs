@@ -87,6 +87,7 @@ pub fn run(a: CbRunArgs) -> Result<bool, String> {
         logprobs: Some(1),
         rel_tol: None,
         abs_tol: None,
+        prob_abs_tol: None,
         matrix: Default::default(),
     };
     let root = servetest::env::project_dir();

@@ -91,7 +91,7 @@ pub const HEARTBEAT: &str = "SERVETEST_HEARTBEAT";
 
 pub fn heartbeat() -> Result<Option<std::time::Duration>, String> {
     match non_empty(HEARTBEAT) {
-        Some(v) if v.trim() == "0" => Ok(None),
+        Some(v) if v.trim().parse::<f64>().is_ok_and(|s| s == 0.0) => Ok(None),
         _ => seconds(HEARTBEAT, 60.0).map(Some),
     }
 }

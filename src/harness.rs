@@ -114,6 +114,9 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
     if args.strict_names {
         crate::case::name::set_strict(true);
     }
+    if let Some(m) = &args.marker {
+        check_marker(m)?;
+    }
     let config_dir = config_root(args.config_dir.clone())?;
     let discovery = discover(&[config_dir]);
     let selector = Selector {
@@ -273,9 +276,15 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
                 };
                 let result = match result {
                     // Another case failed first and cancelled this one's job: not run, not failed.
-                    Err(_) if exit_first && stopped.load(Ordering::SeqCst) => Ok(
-                        Completion::ignored_with("not run: cancelled after the first failure (-x)"),
-                    ),
+                    Err(e)
+                        if exit_first
+                            && stopped.load(Ordering::SeqCst)
+                            && e.message().is_some_and(|m| m.contains("CANCELLED")) =>
+                    {
+                        Ok(Completion::ignored_with(
+                            "not run: cancelled after the first failure (-x)",
+                        ))
+                    }
                     Err(e) if exit_first => {
                         stopped.store(true, Ordering::SeqCst);
                         if let Some(ctx) = &ctx {
@@ -315,7 +324,12 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             "servetest: {quiet_about} case(s) not selected by the filters (no notes about them)"
         );
     }
-    if !listing && will_run == 0 && problems_trial == 0 {
+    // The layout trial counts only when the filters keep it.
+    let layout_runs = problems_trial > 0
+        && !args
+            .libtest
+            .is_filtered_out(&Trial::test("test_configs_layout", || Ok(())).with_kind("layout"));
+    if !listing && will_run == 0 && !layout_runs {
         let message = nothing_selected(&args, &all_names);
         match args.no_tests {
             NoTests::Fail => return Err(format!("{message} (--no-tests=pass accepts this)")),
@@ -324,7 +338,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         }
     }
     // After the selection check, so a typo still gets the closest names from any build.
-    if caller == Caller::ServetestTest && !EXECUTE && !listing {
+    if caller == Caller::ServetestTest && !EXECUTE && !listing && validated_only > 0 {
         return Err(
             "this servetest was built without the `perf` feature: it can validate cases \
              (`servetest validate`, `servetest test --list`) but not execute them; \
@@ -381,8 +395,27 @@ fn config_root(cli: Option<PathBuf>) -> Result<PathBuf, String> {
     ))
 }
 
+/// Only `A`, `A or B …` and `not A` are understood; anything else is an error, not an empty
+/// selection.
+fn check_marker(expr: &str) -> Result<(), String> {
+    let bad = expr.contains(" and ")
+        || expr.contains('(')
+        || expr.contains(')')
+        || expr
+            .split(" or ")
+            .any(|t| t.trim().is_empty() || t.trim().split_whitespace().count() > 2);
+    if bad {
+        return Err(format!(
+            "-m `{expr}`: only a category, `A or B`, or `not A` is supported (categories: perf, \
+             accuracy, stress, perf-sanity, steps, output)"
+        ));
+    }
+    Ok(())
+}
+
 /// pytest-style marker expression over a case's category: `perf`, `perf or accuracy`, `not stress`.
 fn marker_matches(expr: &str, category: &str) -> bool {
+    // (Expressions are checked by `check_marker` before selection.)
     expr.split(" or ").any(|term| {
         let term = term.trim();
         match term.strip_prefix("not ") {
@@ -415,6 +448,9 @@ fn nothing_selected(args: &HarnessArgs, names: &[String]) -> String {
     }
     if !args.libtest.skip.is_empty() {
         lines.push(format!("  --skip {}", args.libtest.skip.join(" --skip ")));
+    }
+    if let Some(m) = &args.marker {
+        lines.push(format!("  -m `{m}` (it matches case categories: perf, accuracy, stress, perf-sanity, steps, output)"));
     }
     lines.join("\n")
 }
@@ -486,6 +522,7 @@ fn execution_context(
             debug_job: env::debug_job()?,
             out_root: env::output_path(),
             work_dir: env::work_dir(),
+            heartbeat: env::heartbeat()?,
             servetest,
             baseline,
             resume,

@@ -393,7 +393,10 @@ fn main() -> ExitCode {
             use servetest::report::{baseline::load_rows, upstream::export};
             let run = || -> Result<(), String> {
                 let rows = load_rows(&results)?;
-                servetest::fsutil::write_atomic(&out, &export(&rows))
+                // The cases of ./test_configs (or $SERVETEST_CONFIG_DIR) give model, precision and
+                // gen servers, as the run's own file has them.
+                let cases = discover(&default_paths(Vec::new())).cases;
+                servetest::fsutil::write_atomic(&out, &export(&rows, &cases))
                     .map_err(|e| format!("failed to write {}: {e}", out.display()))
             };
             match run() {

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub debug_job: Option<String>,
     pub out_root: PathBuf,
     pub work_dir: Option<PathBuf>,
+    /// Interval of heartbeat lines for live jobs (`SERVETEST_HEARTBEAT`); `None`: none.
+    pub heartbeat: Option<Duration>,
     /// The servetest binary that role steps call.
     pub servetest: PathBuf,
     /// Rows of an earlier run and the policy to gate this run's metrics against them.
@@ -144,22 +146,9 @@ impl RunContext {
         } else {
             ResultsWriter::new(&opts.out_root)
         }
-        .with_case_meta(
-            order
-                .iter()
-                .filter_map(|c| {
-                    let s = c.disagg()?;
-                    Some((
-                        c.name.clone(),
-                        crate::report::upstream::CaseMeta {
-                            model_name: s.metadata.model_name.clone(),
-                            precision: s.metadata.precision.clone(),
-                            gen_servers: s.hardware.num_gen_servers,
-                        },
-                    ))
-                })
-                .collect(),
-        );
+        .with_case_meta(crate::report::upstream::case_meta(
+            order.iter().map(|c| &**c),
+        ));
         // Complete = its tracker says COMPLETED and the results hold a row of that job.
         let resumed: HashMap<String, String> = if opts.resume {
             order
@@ -311,7 +300,7 @@ impl RunContext {
             }
         }
         let _guard = CancelOnUnwind(self.opts.executor.as_ref(), &id);
-        let beat = crate::env::heartbeat().unwrap_or(Some(Duration::from_secs(60)));
+        let beat = self.opts.heartbeat;
         let (record, finished) = self.opts.executor.table().wait_terminal_beating(
             &id,
             self.opts.wait_timeout,

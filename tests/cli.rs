@@ -622,21 +622,38 @@ fn report_compare_takes_two_bench_saves() {
         "{}",
         text(&o)
     );
-    // A bench save against a run with other cases: nothing in common, said plainly.
+    // Two results with no case and concurrency in common: said plainly, exit 2.
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "bench",
+            "--base-url",
+            &sim.url,
+            "--model",
+            "m",
+            "--tokenizer",
+        ])
+        .arg(&tokenizer)
+        .args([
+            "--num-prompts",
+            "3",
+            "--max-concurrency",
+            "3",
+            "--input-len",
+            "8",
+        ])
+        .args(["--output-len", "4", "--save-result"])
+        .arg(out.path().join("c3.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
     let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
         .args(["report", "compare"])
         .arg(out.path().join("a.json"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream/manifest.tsv"))
+        .arg(out.path().join("c3.json"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("not a result servetest can compare")
-            || text(&o).contains("unexpected columns")
-            || text(&o).contains("manifest.tsv"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("nothing to compare"), "{}", text(&o));
 }
 
 /// `cleanup --dry-run` with a failing squeue is an error naming it, not "0 live jobs".

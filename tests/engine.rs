@@ -564,3 +564,28 @@ fn saved_json_matches_vllm_bench_serve_key_for_key() {
         }
     }
 }
+
+/// The cb output tolerance can fail: the same case against a reference whose weights moved by 1e-3
+/// (scripts/cb-driver's mutation hook) fails, naming the request, the position and both values.
+#[test]
+fn a_perturbed_reference_fails_the_output_case_naming_position_and_values() {
+    let out = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["test", "--exact", "cb_output_text-prompts"])
+        .current_dir(root())
+        .env("SERVETEST_CB_REFERENCE_PERTURB", "1e-3")
+        .env("OUTPUT_PATH", out.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "a perturbed reference passed:\n{text}");
+    let named = text.contains("outside tolerance")
+        && text.contains("position")
+        && text.contains("reference ")
+        || text.contains("tokens diverge at position");
+    assert!(named, "{text}");
+}

@@ -165,6 +165,26 @@ proptest! {
         prop_assert!(got.iter().any(|v| v.contains(":1: nesting deeper than 64 levels")), "{got:?}");
     }
 
+    /// Quotes with escapes (`'C:\'`, `"x\\"`, `'it''s'`) cannot hide deep nesting after them, and
+    /// brackets inside quotes, comments and block scalars never count.
+    #[test]
+    fn nesting_scan_follows_quotes_comments_and_block_scalars(
+        tricky in prop::sample::select(vec!["'C:\\'", "\"x\\\\\"", "'it''s'", "\"a\\\"b\"", "plain [text", "'[[[['"]),
+        depth in 65usize..2000,
+        noise in 65usize..300,
+    ) {
+        let deep = format!("a: {tricky}\nb: {}", "[".repeat(depth));
+        let got = load_text("disagg", "perf", &deep);
+        prop_assert!(got.iter().any(|v| v.contains(":2: nesting deeper than 64 levels")), "{tricky}: {got:?}");
+        // Brackets in a block scalar, a quoted string and a comment: not nesting.
+        let inert = format!(
+            "a: |\n  {b}\n  more {b}\nc: '{b}'\nd: 1 # {b}\n",
+            b = "[".repeat(noise)
+        );
+        let got = load_text("disagg", "perf", &inert);
+        prop_assert!(got.iter().all(|v| !v.contains("nesting deeper")), "{got:?}");
+    }
+
     /// Integers wider than 64 bits and documents that are not mappings get errors in the user's
     /// terms, with a line; never a Rust type name.
     #[test]

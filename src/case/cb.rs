@@ -13,7 +13,8 @@
 //! steps:                      # category steps: only the fields written are asserted
 //!   - {step: 1, waiting: [], running: [A], request_outputs: [A], n_used_blocks: 2}
 //! logprobs: 5                 # category output: top-N compared with the transformers reference
-//! rel_tol: 0.35               # default as in the seed; abs_tol optional
+//! rel_tol: 0.35               # default 1e-5 (float32 on CPU, measured); the seed used 0.35;
+//!                              # abs_tol optional; prob_abs_tol: 0.08 compares probabilities
 //! matrix:                     # optional: one trial per combination, e.g. `…[max_num_seqs=2]`
 //!   max_num_seqs: [1, 2]
 //! ```
@@ -49,6 +50,10 @@ pub struct CbSpec {
     pub rel_tol: Option<f64>,
     #[serde(default)]
     pub abs_tol: Option<f64>,
+    /// vllm-spyre's newer mode: probabilities exp(logprob) compared with this absolute tolerance
+    /// (0.08 there) instead of logprobs with `rel_tol`/`abs_tol`.
+    #[serde(default)]
+    pub prob_abs_tol: Option<f64>,
     /// Field name → values; every combination becomes its own trial.
     #[serde(default, skip_serializing)]
     pub matrix: BTreeMap<String, Vec<serde_yaml::Value>>,
@@ -223,6 +228,15 @@ pub fn validate(spec: &CbSpec, category: &str) -> Vec<Violation> {
             }
             if spec.rel_tol.is_some_and(|t| !(0.0..=10.0).contains(&t)) {
                 v.push(Violation::error("rel_tol", "must be between 0 and 10"));
+            }
+            if spec.prob_abs_tol.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+                v.push(Violation::error("prob_abs_tol", "must be between 0 and 1"));
+            }
+            if spec.prob_abs_tol.is_some() && (spec.rel_tol.is_some() || spec.abs_tol.is_some()) {
+                v.push(Violation::error(
+                    "prob_abs_tol",
+                    "compares probabilities; rel_tol/abs_tol compare logprobs: give one mode",
+                ));
             }
         }
         _ => {}

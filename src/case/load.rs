@@ -195,45 +195,80 @@ fn not_a_mapping(value: &Value) -> Option<Violation> {
     Some(v)
 }
 
-/// Refuses flow nesting deeper than `MAX_NESTING` (outside quotes and comments) in linear time.
+/// Refuses flow nesting deeper than `MAX_NESTING` in linear time, before the YAML parser sees it.
+/// A bracket counts when it opens a flow node (after whitespace, `:`, `,`, `-` or another bracket),
+/// never inside quotes (`''` and `\"` escapes honoured), comments or block scalars (`|`, `>`).
 fn too_deep(text: &str) -> Option<Violation> {
-    let (mut depth, mut line) = (0usize, 1usize);
+    let opens_node =
+        |prev: char| prev.is_whitespace() || matches!(prev, ':' | ',' | '-' | '[' | '{');
+    let mut depth = 0usize;
     let mut quote: Option<char> = None;
-    let mut comment = false;
-    let mut prev = ' ';
-    for c in text.chars() {
-        if c == '\n' {
-            line += 1;
-            // Quoted scalars may span lines: the quote state carries over.
-            comment = false;
-        } else if comment {
-            // Inside a comment nothing nests.
-        } else if let Some(q) = quote {
-            if c == q && prev != '\\' {
-                quote = None;
+    let mut block_indent: Option<usize> = None;
+    for (index, line) in text.split('\n').enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block_indent {
+            if line.trim().is_empty() || indent > parent {
+                continue;
             }
-        } else {
-            match c {
-                '#' if prev.is_whitespace() => comment = true,
-                '\'' | '"' if matches!(prev, ' ' | '[' | '{' | ',' | ':' | '\n' | '-') => {
-                    quote = Some(c)
-                }
-                '[' | '{' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        let mut v = Violation::error(
-                            "",
-                            format!("nesting deeper than {MAX_NESTING} levels (`[`/`{{`); refused before parsing"),
-                        );
-                        v.line = Some(line);
-                        return Some(v);
+            block_indent = None;
+        }
+        let mut chars = line.chars().peekable();
+        let (mut prev, mut escaped) = (' ', false);
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('"') => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        quote = None;
                     }
                 }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
+                Some(_) => {
+                    // In single quotes a quote is escaped by doubling it.
+                    if c == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            quote = None;
+                        }
+                    }
+                }
+                None => match c {
+                    '#' if prev.is_whitespace() => break,
+                    '\'' | '"' if opens_node(prev) => quote = Some(c),
+                    '[' | '{' if depth > 0 || opens_node(prev) => {
+                        depth += 1;
+                        if depth > MAX_NESTING {
+                            let mut v = Violation::error(
+                                "",
+                                format!("nesting deeper than {MAX_NESTING} levels (`[`/`{{`); refused before parsing"),
+                            );
+                            v.line = Some(index + 1);
+                            return Some(v);
+                        }
+                    }
+                    ']' | '}' if depth > 0 => depth -= 1,
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+        // `key: |`, `- >-`: the lines indented deeper than this one are the scalar's text.
+        if quote.is_none() && depth == 0 {
+            let code = line.split(" #").next().unwrap_or(line).trim_end();
+            let indicator =
+                code.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '+');
+            if (indicator.ends_with(" |")
+                || indicator.ends_with(" >")
+                || indicator == "|"
+                || indicator == ">")
+                && code.len() - indicator.len() <= 2
+            {
+                block_indent = Some(indent);
             }
         }
-        prev = c;
     }
     None
 }
@@ -241,7 +276,10 @@ fn too_deep(text: &str) -> Option<Violation> {
 fn syntax_error(e: &serde_yaml::Error) -> Violation {
     let message = strip_location(e);
     // A number wider than 64 bits fails even as a generic YAML value: say so, under its key.
-    if let (Some(reason), Some((key, _))) = (out_of_range(&message), message.split_once(": ")) {
+    if let (Some(reason), Some((key, _))) = (
+        out_of_range(&message),
+        message.split_once(": ").filter(|(k, _)| !k.contains(' ')),
+    ) {
         let mut v = Violation::error(key, reason);
         v.line = e.location().map(|l| l.line());
         return v;

@@ -265,7 +265,12 @@ fn upstream_rows(mut reader: csv::Reader<std::fs::File>, shown: &str) -> Result<
                 executor: String::new(),
                 job_id: String::new(),
                 concurrency: con,
-                state: rec[12].to_owned(),
+                // Upstream writes only completed results, as state `valid`.
+                state: if &rec[12] == "valid" {
+                    "COMPLETED".to_owned()
+                } else {
+                    rec[12].to_owned()
+                },
                 start: None,
                 end: None,
                 metrics: [(metric, value)].into(),
@@ -484,7 +489,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("perf_script_test_results.csv");
-        std::fs::write(&path, crate::report::upstream::export(&[row])).unwrap();
+        std::fs::write(&path, crate::report::upstream::export(&[row], &[])).unwrap();
         let rows = load_rows(&path).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].test_name, "disagg_perf_x");

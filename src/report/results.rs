@@ -186,15 +186,26 @@ impl ResultsWriter {
     /// For `--resume`: this run continues the one whose rows are already in the CSV.
     pub fn resume(dir: &Path) -> Result<ResultsWriter, String> {
         let w = ResultsWriter::new(dir);
-        // Runs before servetest_results.csv kept servetest's rows under upstream's file name.
+        // Runs before servetest_results.csv kept servetest's rows under upstream's file name: move
+        // that file to servetest's name first, so the upstream file starts fresh in its own schema.
         let older = dir.join(UPSTREAM_CSV_NAME);
-        let path = if !w.csv_path().exists() && older.exists() {
-            older
-        } else {
-            w.csv_path()
-        };
-        if path.exists() {
-            let rows = super::baseline::load_rows(&path)?;
+        if !w.csv_path().exists() && older.exists() {
+            let first_line = std::fs::read_to_string(&older)
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_owned))
+                .unwrap_or_default();
+            if first_line == header().join(",") {
+                std::fs::rename(&older, w.csv_path()).map_err(|e| {
+                    format!(
+                        "failed to move {} to {}: {e}",
+                        older.display(),
+                        w.csv_path().display()
+                    )
+                })?;
+            }
+        }
+        if w.csv_path().exists() {
+            let rows = super::baseline::load_rows(&w.csv_path())?;
             w.lock().add(&rows);
         }
         Ok(w)
@@ -410,5 +421,17 @@ mod tests {
             serde_json::from_slice(&std::fs::read(w.json_path()).unwrap()).unwrap();
         assert_eq!(json["rows"].as_array().unwrap().len(), 2);
         assert_eq!(json["earlier_attempts"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn resuming_a_run_of_the_older_layout_moves_its_csv_to_servetest_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(UPSTREAM_CSV_NAME);
+        let mut bytes = csv_line(&header());
+        bytes.extend(csv_line(&row("case0", 1).fields()));
+        std::fs::write(&old, bytes).unwrap();
+        let w = ResultsWriter::resume(dir.path()).unwrap();
+        assert!(w.has_completed("case0", "local-1"));
+        assert!(w.csv_path().exists() && !old.exists());
     }
 }

@@ -39,6 +39,26 @@ pub struct CaseMeta {
     pub gen_servers: u64,
 }
 
+/// `CaseMeta` of every disagg/wideep case among `cases`, by name.
+pub fn case_meta<'a>(
+    cases: impl IntoIterator<Item = &'a crate::case::Case>,
+) -> HashMap<String, CaseMeta> {
+    cases
+        .into_iter()
+        .filter_map(|c| {
+            let s = c.disagg()?;
+            Some((
+                c.name.clone(),
+                CaseMeta {
+                    model_name: s.metadata.model_name.clone(),
+                    precision: s.metadata.precision.clone(),
+                    gen_servers: s.hardware.num_gen_servers,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// Upstream's default metrics per family: disagg reports median TTFT and E2EL, wideep mean,
 /// median and P99 of TTFT, TPOT, ITL and E2EL.
 fn upstream_default(family: &str, metric: &str) -> bool {
@@ -80,7 +100,9 @@ fn timestamp(unix: Option<f64>) -> String {
 
 /// Upstream's locked clocks per GPU type (graphics, memory MHz); 0 where it has none.
 fn clocks(gpu_type: &str) -> (u32, u32) {
-    if crate::case::gpu_family(gpu_type).eq_ignore_ascii_case("GB200") && gpu_type.len() == 5 {
+    // Upstream looks its table up by the raw GPU_TYPE: only `GB200` has locked clocks
+    // (`GB200_LYRIS` has none there).
+    if gpu_type.eq_ignore_ascii_case("GB200") {
         (2062, 3996)
     } else {
         (0, 0)
@@ -160,8 +182,8 @@ fn export_filtered(
 
 /// `report export-upstream`: a whole file from an earlier run's rows — every family's completed
 /// perf/stress rows (asked for explicitly, unlike the file a run writes, which is upstream's own).
-pub fn export(rows: &[Row]) -> Vec<u8> {
-    export_filtered(rows, &HashMap::new(), true, |r| {
+pub fn export(rows: &[Row], cases: &[crate::case::Case]) -> Vec<u8> {
+    export_filtered(rows, &case_meta(cases), true, |r| {
         r.state == "COMPLETED" && matches!(r.category.as_str(), "perf" | "stress")
     })
 }
