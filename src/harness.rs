@@ -403,7 +403,7 @@ fn check_marker(expr: &str) -> Result<(), String> {
         || expr.contains(')')
         || expr
             .split(" or ")
-            .any(|t| t.trim().is_empty() || t.trim().split_whitespace().count() > 2);
+            .any(|t| t.trim().is_empty() || t.split_whitespace().count() > 2);
     if bad {
         return Err(format!(
             "-m `{expr}`: only a category, `A or B`, or `not A` is supported (categories: perf, \
