@@ -20,11 +20,13 @@ pub fn is_secret_name(name: &str) -> bool {
         "SECRET",
         "PASSWORD",
         "PASSWD",
-        "API_KEY",
-        "APIKEY",
+        "PASSPHRASE",
+        // KEY covers API_KEY, ACCESS_KEY, PRIVATE_KEY, WANDB_KEY, NGC_KEY, …
+        "KEY",
         "CREDENTIAL",
-        "ACCESS_KEY",
-        "PRIVATE_KEY",
+        "AUTH",
+        "SESSION",
+        "COOKIE",
     ]
     .iter()
     .any(|w| n.contains(w))
@@ -82,4 +84,36 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
             .map(|p| p.join(program))
             .find(|p| p.is_file())
     })
+}
+
+#[cfg(test)]
+mod secret_name_tests {
+    use super::is_secret_name;
+
+    #[test]
+    fn common_secret_names_are_recognised() {
+        for name in [
+            "HF_TOKEN",
+            "WANDB_KEY",
+            "HF_AUTH",
+            "NGC_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_SESSION",
+            "MY_COOKIE",
+            "DB_PASSWORD",
+            "GCP_CREDENTIALS",
+            "SSH_PASSPHRASE",
+            "OPENAI_API_KEY",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in [
+            "TLLM_LOG_LEVEL",
+            "CUDA_VISIBLE_DEVICES",
+            "HF_HOME",
+            "OMP_NUM_THREADS",
+        ] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+    }
 }
