@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::text;
+use common::{text, Sim};
 
 fn servetest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_servetest"))
@@ -320,50 +320,23 @@ fn upstream_environment_overrides_apply_to_rendered_jobs() {
     }
 }
 
-/// A simulator on a free loopback port; killed (and reaped) on drop.
-struct Sim {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Sim {
-    fn start() -> Sim {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("url");
-        let child = Command::new(env!("CARGO_BIN_EXE_servetest"))
-            .args([
-                "sim-server",
-                "--ttft-ms",
-                "2",
-                "--itl-ms",
-                "1",
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
-            if std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let url = std::fs::read_to_string(&ready).unwrap().trim().to_owned();
-        Sim {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `servetest bench` against `sim` with the test tokenizer, small prompts and `extra` flags.
+fn bench_sim(sim: &Sim, extra: &[&str]) -> Output {
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+    Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "bench",
+            "--base-url",
+            &sim.url,
+            "--model",
+            "m",
+            "--tokenizer",
+        ])
+        .arg(&tokenizer)
+        .args(["--input-len", "8", "--output-len", "4"])
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 /// A `vllm bench serve` command line, recorded as users write it, runs with `servetest bench`
@@ -444,28 +417,16 @@ fn a_vllm_bench_serve_command_line_runs_unchanged() {
         "{lens:?}"
     );
     // Without --save-detailed the per-request lists are left out, as vLLM does.
-    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
-        .args([
-            "bench",
-            "--base-url",
-            &sim.url,
-            "--model",
-            "m",
-            "--tokenizer",
-        ])
-        .arg(&tokenizer)
-        .args([
+    let save = out.path().join("plain.json");
+    let o = bench_sim(
+        &sim,
+        &[
             "--num-prompts",
             "3",
-            "--input-len",
-            "8",
-            "--output-len",
-            "4",
             "--save-result",
-        ])
-        .arg(out.path().join("plain.json"))
-        .output()
-        .unwrap();
+            save.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let plain: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("plain.json")).unwrap()).unwrap();
@@ -584,38 +545,30 @@ fn numeric_bench_flags_never_panic() {
 fn report_compare_takes_two_bench_saves() {
     let sim = Sim::start();
     let out = tempfile::tempdir().unwrap();
-    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
     for name in ["a.json", "b.json"] {
-        let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
-            .args([
-                "bench",
-                "--base-url",
-                &sim.url,
-                "--model",
-                "m",
-                "--tokenizer",
-            ])
-            .arg(&tokenizer)
-            .args([
+        let save = out.path().join(name);
+        let o = bench_sim(
+            &sim,
+            &[
                 "--num-prompts",
                 "6",
                 "--max-concurrency",
                 "2",
-                "--input-len",
-                "8",
-            ])
-            .args(["--output-len", "4", "--save-result"])
-            .arg(out.path().join(name))
-            .output()
-            .unwrap();
+                "--save-result",
+                save.to_str().unwrap(),
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
-        .args(["report", "compare"])
-        .arg(out.path().join("a.json"))
-        .arg(out.path().join("b.json"))
-        .output()
-        .unwrap();
+    let compare = |a: &str, b: &str| {
+        Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args(["report", "compare"])
+            .arg(out.path().join(a))
+            .arg(out.path().join(b))
+            .output()
+            .unwrap()
+    };
+    let o = compare("a.json", "b.json");
     assert!(matches!(o.status.code(), Some(0) | Some(1)), "{}", text(&o));
     assert!(
         text(&o).contains("median_ttft_ms") && text(&o).contains("bench"),
@@ -623,35 +576,11 @@ fn report_compare_takes_two_bench_saves() {
         text(&o)
     );
     // Two results with no case and concurrency in common: said plainly, exit 2.
-    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
-        .args([
-            "bench",
-            "--base-url",
-            &sim.url,
-            "--model",
-            "m",
-            "--tokenizer",
-        ])
-        .arg(&tokenizer)
-        .args([
-            "--num-prompts",
-            "3",
-            "--max-concurrency",
-            "3",
-            "--input-len",
-            "8",
-        ])
-        .args(["--output-len", "4", "--save-result"])
-        .arg(out.path().join("c3.json"))
-        .output()
-        .unwrap();
+    let save = out.path().join("c3.json");
+    let save = save.to_str().unwrap();
+    let o = bench_sim(&sim, &["--max-concurrency", "3", "--save-result", save]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
-        .args(["report", "compare"])
-        .arg(out.path().join("a.json"))
-        .arg(out.path().join("c3.json"))
-        .output()
-        .unwrap();
+    let o = compare("a.json", "c3.json");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nothing to compare"), "{}", text(&o));
 }

@@ -451,27 +451,8 @@ print(json.dumps({"numpy": np.__version__, "stats": out}))
 #[test]
 fn saved_json_matches_vllm_bench_serve_key_for_key() {
     let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("sim.url");
-    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_servetest"))
-        .args([
-            "sim-server",
-            "--ttft-ms",
-            "5",
-            "--itl-ms",
-            "2",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = std::fs::read_to_string(&ready).unwrap().trim().to_owned();
+    let sim = common::Sim::start();
+    let url = sim.url.clone();
     let tiny = tiny_model();
     let common = |file: &str| -> Vec<String> {
         format!(

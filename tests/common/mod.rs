@@ -169,3 +169,50 @@ pub fn proc_net_address(field: &str) -> String {
     };
     std::net::SocketAddr::new(ip, port).to_string()
 }
+
+/// A simulator on a free loopback port; killed (and reaped) on drop.
+pub struct Sim {
+    child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    /// `servetest sim-server` with a 2 ms TTFT and 1 ms between chunks.
+    pub fn start() -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("url");
+        let child = Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args([
+                "sim-server",
+                "--ttft-ms",
+                "2",
+                "--itl-ms",
+                "1",
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::fs::read_to_string(&ready).is_ok_and(|s| s.ends_with('\n')) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let url = std::fs::read_to_string(&ready).unwrap().trim().to_owned();
+        Sim {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
