@@ -578,7 +578,17 @@ fn report_compare_takes_two_bench_saves() {
     // Two results with no case and concurrency in common: said plainly, exit 2.
     let save = out.path().join("c3.json");
     let save = save.to_str().unwrap();
-    let o = bench_sim(&sim, &["--max-concurrency", "3", "--save-result", save]);
+    let o = bench_sim(
+        &sim,
+        &[
+            "--num-prompts",
+            "3",
+            "--max-concurrency",
+            "3",
+            "--save-result",
+            save,
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = compare("a.json", "c3.json");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
