@@ -298,6 +298,7 @@ fn sigint_leaves_nothing(executor: &str) {
     }
     // No temporary file of an atomic write (tracker, results) is left after the exit.
     let temporaries: Vec<_> = walkdir::WalkDir::new(out.path())
+        .min_depth(1)
         .into_iter()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
