@@ -478,8 +478,7 @@ fn saved_json_matches_vllm_bench_serve_key_for_key() {
         .args(common("servetest.json"))
         .output()
         .unwrap();
-    let _ = sim.kill();
-    let _ = sim.wait();
+    drop(sim);
     assert!(
         vllm.status.success(),
         "{}",
