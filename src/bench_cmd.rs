@@ -486,6 +486,12 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
             eprintln!("servetest: saved {}", path.display());
         }
         all_ok &= m.failed == 0;
+        if pass.target_gone {
+            return Err(format!(
+                "the server stopped answering ({} connection failures in a row); the pass was stopped, partial results printed and saved",
+                servetest::bench::GONE_AFTER
+            ));
+        }
         if pass.interrupted {
             return Err("interrupted: partial results printed and saved".into());
         }

@@ -59,9 +59,10 @@ pub struct Pass {
     pub outputs: Vec<RequestOutput>,
     pub duration: f64,
     pub interrupted: bool,
+    /// `GONE_AFTER` connection failures in a row ended the pass early.
+    pub target_gone: bool,
 }
 
-/// Runs one pass: `requests` at `offsets`, at most `max_concurrency` in flight, stopping early
 /// Whether passes show a progress bar on a terminal (`--disable-tqdm` turns it off, as in vLLM).
 static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -69,7 +70,13 @@ pub fn set_progress_bar(on: bool) {
     PROGRESS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// (keeping results) when `stop` resolves or `deadline` passes.
+/// Connection failures in a row after which the target counts as gone: the pass stops instead of
+/// failing every remaining request one by one (100,000 of them took a minute), so a client whose
+/// server died — or whose job was killed around it — ends within moments.
+pub const GONE_AFTER: usize = 64;
+
+/// Runs one pass: `requests` at `offsets`, at most `max_concurrency` in flight, stopping early
+/// (keeping results) when `stop` resolves, `deadline` passes, or the target is gone.
 pub async fn run_pass(
     http: &reqwest::Client,
     settings: Arc<RequestSettings>,
@@ -115,11 +122,22 @@ pub async fn run_pass(
     let planned = tasks.len();
     let mut outputs = Vec::with_capacity(planned);
     let mut interrupted = false;
+    let mut target_gone = false;
     tokio::pin!(stop);
     let collect = async {
+        let mut refused_in_a_row = 0;
         while let Some(o) = rx.recv().await {
             bar.inc(1);
+            if matches!(o.error, Some(client::ErrorKind::Connect)) {
+                refused_in_a_row += 1;
+            } else {
+                refused_in_a_row = 0;
+            }
             outputs.push(o);
+            if refused_in_a_row >= GONE_AFTER {
+                target_gone = true;
+                break;
+            }
         }
     };
     tokio::select! {
@@ -136,7 +154,8 @@ pub async fn run_pass(
     Pass {
         duration: origin.elapsed().as_secs_f64(),
         outputs,
-        interrupted,
+        interrupted: interrupted || target_gone,
+        target_gone,
     }
 }
 
