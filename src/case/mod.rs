@@ -567,7 +567,8 @@ mod fixture_tests {
             .count();
         assert_eq!(files, listed, "every YAML in the manifest is loaded");
         assert!(files >= 80, "only {files} upstream files");
-        // Verbatim: each file has the size the manifest recorded from upstream.
+        // Unchanged since gathered: each file has the size its manifest row records (character
+        // counts were checked against upstream's stored copy when gathering).
         for line in manifest.lines().skip(1) {
             let cols: Vec<&str> = line.split('\t').collect();
             let size = std::fs::metadata(base.join(cols[0])).unwrap().len();
