@@ -12,26 +12,6 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_with_mode(path, bytes, 0o600)
 }
 
-/// Environment variable names whose values are treated as secrets (never rendered, never logged).
-pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "PASSPHRASE",
-        // KEY covers API_KEY, ACCESS_KEY, PRIVATE_KEY, WANDB_KEY, NGC_KEY, …
-        "KEY",
-        "CREDENTIAL",
-        "AUTH",
-        "SESSION",
-        "COOKIE",
-    ]
-    .iter()
-    .any(|w| n.contains(w))
-}
-
 /// Temporary files of atomic writes in progress: `std::process::exit` (the harness's Ctrl-C path)
 /// runs no destructor, so the signal handler removes these (`remove_temporary_files`) instead of
 /// leaving `.tmpXXXX` files next to the results.
@@ -84,36 +64,4 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
             .map(|p| p.join(program))
             .find(|p| p.is_file())
     })
-}
-
-#[cfg(test)]
-mod secret_name_tests {
-    use super::is_secret_name;
-
-    #[test]
-    fn common_secret_names_are_recognised() {
-        for name in [
-            "HF_TOKEN",
-            "WANDB_KEY",
-            "HF_AUTH",
-            "NGC_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_SESSION",
-            "MY_COOKIE",
-            "DB_PASSWORD",
-            "GCP_CREDENTIALS",
-            "SSH_PASSPHRASE",
-            "OPENAI_API_KEY",
-        ] {
-            assert!(is_secret_name(name), "{name}");
-        }
-        for name in [
-            "TLLM_LOG_LEVEL",
-            "CUDA_VISIBLE_DEVICES",
-            "HF_HOME",
-            "OMP_NUM_THREADS",
-        ] {
-            assert!(!is_secret_name(name), "{name}");
-        }
-    }
 }

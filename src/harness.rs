@@ -368,6 +368,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             }
         }
         let left = ctx.cancel_all();
+        crate::secrets::remove_private_files();
         if left > 0 {
             ctx.progress().line(&format!(
                 "servetest: cancelled {left} job(s) no trial waited for"
@@ -552,6 +553,7 @@ fn install_signal_handler(ctx: Arc<RunContext>) {
                 "servetest: cancelled {n} job(s); results written so far are kept"
             ));
             crate::fsutil::remove_temporary_files();
+            crate::secrets::remove_private_files();
             std::process::exit(128 + sig);
         }
     });
@@ -581,7 +583,9 @@ fn run_case(
         return Ok(Completion::Completed);
     }
     if let Some(ctx) = ctx {
-        ctx.run_trial(case).map_err(Failed::from)?;
+        // Errors quote logs and scripts: masked values never reach the terminal, JUnit or the run log.
+        ctx.run_trial(case)
+            .map_err(|e| Failed::from(crate::secrets::redact(&e)))?;
     }
     Ok(Completion::Completed)
 }

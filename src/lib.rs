@@ -15,4 +15,5 @@ pub mod report;
 pub mod report_cases;
 pub mod role;
 pub mod run;
+pub mod secrets;
 pub mod serve;

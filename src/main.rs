@@ -252,7 +252,7 @@ fn main() -> ExitCode {
         Command::Serve(opts) => match serve_cmd::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -270,7 +270,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -290,7 +290,7 @@ fn main() -> ExitCode {
         } => match servetest::aggregated::run(&case, &out, &resume_csv) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -299,7 +299,7 @@ fn main() -> ExitCode {
         } => match servetest::latency::run(&case, &out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -309,7 +309,7 @@ fn main() -> ExitCode {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -317,14 +317,14 @@ fn main() -> ExitCode {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
         Command::SimServer(args) => match bench_cmd::sim_server(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -345,7 +345,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                 ExitCode::from(1)
             }
         },
@@ -382,7 +382,7 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::SUCCESS,
                 Ok(true) => ExitCode::from(1),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                     ExitCode::from(2)
                 }
             }
@@ -402,7 +402,7 @@ fn main() -> ExitCode {
             match run() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                     ExitCode::from(2)
                 }
             }
@@ -413,7 +413,7 @@ fn main() -> ExitCode {
                 discovery.cases.iter().map(|c| c.name.clone()).collect();
             match servetest::exec::slurm::orphans(&names) {
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                     ExitCode::from(1)
                 }
                 Ok(found) => {
@@ -431,7 +431,7 @@ fn main() -> ExitCode {
                             ExitCode::SUCCESS
                         }
                         Err(e) => {
-                            eprintln!("error: {e}");
+                            eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
                             ExitCode::from(1)
                         }
                     }

@@ -71,6 +71,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn line(&self, text: &str) {
+        let text = crate::secrets::redact(text);
         eprintln!("{text}");
         if let Some(f) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             let _ = writeln!(f, "{text}");
@@ -135,6 +136,10 @@ impl RunContext {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let run_id = format!("{secs}-{}", std::process::id());
+        crate::secrets::mask_process_environment();
+        for case in order {
+            crate::secrets::mask_case(case);
+        }
         let path = opts.out_root.join(format!("disagg_benchmark_{secs}.log"));
         let log = File::options().create(true).append(true).open(&path).ok();
         let progress = Progress {
@@ -327,6 +332,10 @@ impl RunContext {
             ));
         }
         self.track(case, &record);
+        // The job has read its environment file (and removed it); one never started has not.
+        if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
+            plan.remove_private_env();
+        }
         self.progress.line(&format!(
             "  {}: job {} {} (exit {})",
             case.name,

@@ -2,7 +2,7 @@
 //! batching, failure states, debug mode, and cancellation on SIGINT. Run by scripts/test with
 //! `--features perf` after `scripts/slurm-up` (SLURM_CONF must point at that cluster).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -570,48 +570,57 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
     );
 }
 
-/// A planted secret reaches the step on both executors but no file servetest wrote (script, logs,
-/// CSV, JSON, JUnit, HTML, tracker), except `job.env`, which only its owner can read.
+/// Planted values (one under a secret-looking name, one under an ordinary name) reach the step on
+/// both executors, yet no file servetest wrote (script, logs, CSV, JSON, JUnit, HTML, tracker), no
+/// file in SLURM's state, spool or log directories, no process's command line during the run and no
+/// harness output holds either; the private environment file is gone from the runtime directory.
 #[test]
 fn planted_secrets_reach_steps_but_no_output_file() {
-    use std::os::unix::fs::PermissionsExt;
-    const SECRET: &str = "s3cr3t-planted-7f3a";
+    const VALUES: [&str; 2] = ["st-planted-hf-7f3a", "st-planted-plain-19c2"];
     for executor in ["slurm", "local"] {
         let out = tempfile::tempdir().unwrap();
-        let o = harness(executor, "secret", out.path(), &[], &[])
-            .output()
-            .unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let watch = common::PlantedSecrets::watch(&VALUES);
+        let o = harness(
+            executor,
+            "secret",
+            out.path(),
+            &[],
+            &[("SERVETEST_RUNTIME_DIR", runtime.path().to_str().unwrap())],
+        )
+        .output()
+        .unwrap();
+        let files = watch.in_files(&[out.path(), runtime.path()]);
+        let slurm: Vec<PathBuf> = common::slurm_dirs();
+        let slurm_refs: Vec<&Path> = slurm.iter().map(PathBuf::as_path).collect();
+        let spool = watch.in_files(&slurm_refs);
+        let (cmdlines, delivered) = watch.finish();
         assert!(o.status.success(), "{executor}: {}", text(&o));
-        assert!(!text(&o).contains(SECRET), "{executor}: harness output");
-        let mut checked = 0;
-        let mut env_files = 0;
-        for entry in walkdir::WalkDir::new(out.path()).into_iter().flatten() {
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let content = std::fs::read(entry.path()).unwrap();
-            if entry.file_name() == "job.env" {
-                env_files += 1;
-                let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
-                assert_eq!(mode, 0o600, "{}", entry.path().display());
-                continue;
-            }
-            checked += 1;
+        for v in VALUES {
             assert!(
-                !String::from_utf8_lossy(&content).contains(SECRET),
-                "{executor}: the secret is in {}",
-                entry.path().display()
+                !text(&o).contains(v),
+                "{executor}: harness output holds {v}"
             );
+            assert!(delivered.contains(v), "{executor}: no process ever had {v}");
         }
-        assert_eq!(env_files, 1, "{executor}");
-        assert!(checked >= 6, "{executor}: only {checked} files written?");
+        assert!(cmdlines.is_empty(), "{executor}: {cmdlines:#?}");
+        assert!(files.0.is_empty(), "{executor}: {:#?}", files.0);
+        assert!(spool.0.is_empty(), "{executor}: {:#?}", spool.0);
+        assert!(files.1 >= 6, "{executor}: only {} files written?", files.1);
+        let left: Vec<_> = walkdir::WalkDir::new(runtime.path())
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(left.is_empty(), "{executor}: private files left: {left:?}");
         let log = std::fs::read_to_string(
             out.path()
                 .join("script_perf_planted")
                 .join("uses-secret.log"),
         )
         .unwrap();
-        assert!(log.contains("token received"), "{executor}: {log}");
+        assert!(log.contains("values received"), "{executor}: {log}");
     }
 }
 

@@ -53,6 +53,9 @@ impl Node {
                 }
             }),
         };
+        if let Some(p) = &password {
+            crate::secrets::mask(p);
+        }
         Ok(Node {
             spec: spec.clone(),
             password,

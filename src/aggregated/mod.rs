@@ -117,6 +117,8 @@ fn default_prompts() -> Vec<String> {
 
 pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), String> {
     let case = crate::case::Case::load_file(case_path)?;
+    crate::secrets::mask_case(&case);
+    crate::secrets::mask_process_environment();
     let Some(CaseSpec::Aggregated(spec)) = &case.spec else {
         return Err(format!("{}: not an aggregated case", case_path.display()));
     };

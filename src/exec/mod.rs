@@ -22,6 +22,8 @@ pub enum ExecError {
         script: String,
         stderr: String,
     },
+    #[error("{case}: cannot write the job's private environment file: {reason}")]
+    Private { case: String, reason: String },
     #[error("failed to run {program}: {source}")]
     Io {
         program: String,

@@ -240,6 +240,12 @@ impl Executor for SlurmExecutor {
     }
 
     fn submit(&self, plan: &JobPlan) -> Result<String, ExecError> {
+        // The job sources the case's environment from a private file outside OUTPUT_PATH.
+        plan.write_private_env()
+            .map_err(|reason| ExecError::Private {
+                case: plan.case.clone(),
+                reason,
+            })?;
         let out = Command::new("sbatch")
             .arg("--parsable")
             .arg(&plan.script_path)
@@ -257,6 +263,7 @@ impl Executor for SlurmExecutor {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let parsed = parse_sbatch_parsable(&stdout).filter(|_| out.status.success());
         let Some(id) = parsed else {
+            plan.remove_private_env();
             return Err(ExecError::Rejected {
                 case: plan.case.clone(),
                 script: plan.script_path.display().to_string(),

@@ -31,6 +31,10 @@ pub struct ClusterProfile {
     /// (multi-node clusters). Default 127.0.0.1.
     #[serde(default)]
     pub serve_host: Option<String>,
+    /// Where private runtime files (the case environment a job sources) are written: a directory
+    /// every node sees, outside OUTPUT_PATH. Default: see `secrets::runtime_root`.
+    #[serde(default)]
+    pub runtime_dir: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {

@@ -26,10 +26,18 @@ pub struct PlannedStep {
     pub log: PathBuf,
 }
 
+/// The case's environment as `export NAME=value` lines, and the private file they go to (0600, in
+/// the run's runtime directory, never OUTPUT_PATH); SLURM jobs source it (`write_private_env`).
+#[derive(Clone)]
+pub struct PrivateEnv {
+    pub path: PathBuf,
+    pub text: String,
+}
+
 #[derive(Clone)]
 pub struct JobPlan {
-    /// `export NAME=value` lines of secret-looking variables, for `job.env` (0600), never the script.
-    pub secrets: String,
+    /// The case's environment values, for executors whose jobs read them from a file.
+    pub private_env: Option<PrivateEnv>,
     pub case: String,
     /// The case's output directory (script, logs, tracker).
     pub dir: PathBuf,
@@ -451,60 +459,46 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
             argv: shell_words::join(&s.argv),
         })
         .collect();
-    // Steps can call servetest's own tools and find files next to their case.
-    let mut env = env;
-    env.insert(
-        0,
-        (
-            "SERVETEST".to_owned(),
-            abs(input.servetest).display().to_string(),
-        ),
-    );
-    // Relative paths in a case (environment.model_path) resolve against where servetest started.
-    if let Ok(cwd) = std::env::current_dir() {
-        env.insert(
-            1,
-            (
-                crate::env::PROJECT_ROOT.to_owned(),
-                cwd.display().to_string(),
-            ),
-        );
-    }
-    if let Some(host) = profile.and_then(|p| p.serve_host.as_ref()) {
-        env.push((crate::env::SERVE_HOST.to_owned(), host.clone()));
-    }
+    // servetest's own variables (paths it chose) are written into the script; every value the case
+    // supplies travels in a private file outside OUTPUT_PATH that the script sources and removes
+    // (src/secrets.rs), so no case value lands in job.sbatch, `servetest render` or SLURM's spool.
+    let case_env = env;
+    let mut own = vec![(
+        "SERVETEST".to_owned(),
+        abs(input.servetest).display().to_string(),
+    )];
     let case_dir = case_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    env.insert(
-        1,
-        (
-            "SERVETEST_CASE_DIR".to_owned(),
-            case_dir.display().to_string(),
-        ),
-    );
-    // Secret-looking variables never appear in the script: they go to `job.env` (0600), which the
-    // script sources; the local executor passes them straight into the steps' environment.
-    type Pairs<'a> = Vec<&'a (String, String)>;
-    let (secret, plain): (Pairs, Pairs) = env
-        .iter()
-        .partition(|(k, _)| crate::fsutil::is_secret_name(k));
-    let mut exports: Vec<String> = plain
+    own.push((
+        "SERVETEST_CASE_DIR".to_owned(),
+        case_dir.display().to_string(),
+    ));
+    // Relative paths in a case (environment.model_path) resolve against where servetest started.
+    if let Ok(cwd) = std::env::current_dir() {
+        own.push((
+            crate::env::PROJECT_ROOT.to_owned(),
+            cwd.display().to_string(),
+        ));
+    }
+    if let Some(host) = profile.and_then(|p| p.serve_host.as_ref()) {
+        own.push((crate::env::SERVE_HOST.to_owned(), host.clone()));
+    }
+    let exports: Vec<String> = own
         .iter()
         .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))
         .collect();
-    let env_file = dir.join("job.env");
-    let secrets_text: String = secret
-        .iter()
-        .map(|(k, v)| format!("export {k}={}\n", shell_words::quote(v)))
-        .collect();
-    if !secret.is_empty() {
-        exports.push(format!(
-            "SERVETEST_ENV_FILE={}; . \"$SERVETEST_ENV_FILE\"",
-            shell_words::quote(&env_file.display().to_string())
-        ));
-    }
+    let private_env = (!case_env.is_empty()).then(|| PrivateEnv {
+        path: crate::secrets::runtime_root(profile.and_then(|p| p.runtime_dir.as_deref()))
+            .join(input.run_id)
+            .join(format!("{}.env", case.name)),
+        text: case_env
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", shell_words::quote(v)))
+            .collect(),
+    });
+    let env: Vec<(String, String)> = own.into_iter().chain(case_env).collect();
     let template = match crate::env::template_dir() {
         Some(d) => std::fs::read_to_string(d.join("job.sbatch.j2")).map_err(|source| {
             RenderError::Write {
@@ -522,11 +516,14 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         sbatch => sbatch,
         work_dir_q => shell_words::quote(&work_dir.display().to_string()),
         exports => exports,
+        env_file_q => private_env
+            .as_ref()
+            .map(|p| shell_words::quote(&p.path.display().to_string()).into_owned()),
         steps => step_views,
     })?;
 
     Ok(JobPlan {
-        secrets: secrets_text,
+        private_env,
         case: case.name.clone(),
         script_path: dir.join("job.sbatch"),
         time_limit: parse_slurm_time(&job_time).ok().flatten(),
@@ -566,6 +563,23 @@ impl std::fmt::Debug for JobPlan {
 }
 
 impl JobPlan {
+    /// Writes the private environment file the script sources (SLURM; the local executor passes the
+    /// values to its processes directly). Removed by the job itself once read, by the harness when
+    /// the job ends, and at the end of the run.
+    pub fn write_private_env(&self) -> Result<(), String> {
+        match &self.private_env {
+            Some(p) => crate::secrets::write_private_file(&p.path, &p.text),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the private environment file (the job ended, or was never submitted).
+    pub fn remove_private_env(&self) {
+        if let Some(p) = &self.private_env {
+            crate::secrets::remove_private_file(&p.path);
+        }
+    }
+
     /// Writes the script (and the override log) into the case directory.
     pub fn write(&self) -> Result<(), RenderError> {
         let err = |path: &Path| {
@@ -576,10 +590,6 @@ impl JobPlan {
         std::fs::create_dir_all(&self.work_dir).map_err(err(&self.work_dir))?;
         crate::fsutil::write_atomic(&self.script_path, self.script.as_bytes())
             .map_err(err(&self.script_path))?;
-        if !self.secrets.is_empty() {
-            let path = self.dir.join("job.env");
-            crate::fsutil::write_private(&path, self.secrets.as_bytes()).map_err(err(&path))?;
-        }
         if !self.overrides.is_empty() {
             let path = self.dir.join("overrides.txt");
             let text = self.overrides.join("\n") + "\n";
@@ -633,6 +643,10 @@ mod tests {
         })
         .unwrap();
         plan.write().unwrap();
+        plan.write_private_env().unwrap();
+        let env_file = plan.private_env.as_ref().unwrap().path.clone();
+        assert!(!env_file.starts_with(&out), "{}", env_file.display());
+        assert!(!plan.script.contains("line2"), "a case value in the script");
         // Run the script with a stub `srun` that records each step's argv, one word per line.
         let stub = tmp.path().join("bin");
         std::fs::create_dir_all(&stub).unwrap();
@@ -655,6 +669,10 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
+        assert!(
+            !env_file.exists(),
+            "the job removes its environment file once read"
+        );
         for marker in ["PWNED", "PWNED2", "PWNED3", "PWNED4", "x"] {
             assert!(
                 !tmp.path().join(marker).exists(),
@@ -742,7 +760,11 @@ mod tests {
             p.script
         );
         assert!(p.script.contains("--container-image='<container_image>'"));
-        assert!(p.script.contains("export TLLM_LOG_LEVEL=INFO"));
+        // worker_env_var travels in the private file, never in the script.
+        assert!(!p.script.contains("TLLM_LOG_LEVEL"), "{}", p.script);
+        let private = p.private_env.as_ref().expect("a private environment");
+        assert!(private.text.contains("export TLLM_LOG_LEVEL=INFO"));
+        assert!(p.script.contains(&format!(". {}", private.path.display())));
         let roles: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             roles,

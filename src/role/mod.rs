@@ -135,6 +135,9 @@ impl RoleContext {
 /// Loads the case from its path, refusing an invalid one or another family.
 fn load_case(path: &Path) -> Result<(String, String, DisaggSpec), String> {
     let case = Case::load_file(path)?;
+    // Role records and the benchmark status quote server logs: mask the case's secret values.
+    crate::secrets::mask_case(&case);
+    crate::secrets::mask_process_environment();
     match case.spec {
         Some(CaseSpec::Disagg(spec)) => Ok((case.name, case.category, *spec)),
         _ => Err(format!(

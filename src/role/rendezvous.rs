@@ -77,6 +77,7 @@ impl Rendezvous {
 
     pub fn publish(&self, record: &mut RoleRecord) -> Result<(), String> {
         record.updated = now();
+        record.reason = record.reason.as_deref().map(crate::secrets::redact);
         let bytes = serde_json::to_vec_pretty(record).expect("record serializes");
         let path = self.record_path(&record.role);
         write_atomic(&path, &bytes).map_err(|e| format!("failed to write {}: {e}", path.display()))
@@ -107,7 +108,7 @@ impl Rendezvous {
     pub fn set_status(&self, status: &Status) -> Result<(), String> {
         let text = match status {
             Status::Done => "done\n".to_owned(),
-            Status::Failed(reason) => format!("failed: {reason}\n"),
+            Status::Failed(reason) => format!("failed: {}\n", crate::secrets::redact(reason)),
         };
         let path = self.dir.join(STATUS_FILE);
         write_atomic(&path, text.as_bytes())

@@ -216,3 +216,87 @@ impl Drop for Sim {
         let _ = self.child.wait();
     }
 }
+
+/// Planted values and where they must never show: command lines of running processes (sampled on a
+/// thread while a run is live), and files under given directories (searched afterwards). Also proves
+/// delivery: the environment of some process held each value (`/proc/*/environ`, readable as root).
+pub struct PlantedSecrets {
+    values: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<(Vec<String>, std::collections::BTreeSet<String>)>>,
+}
+
+impl PlantedSecrets {
+    /// Starts sampling every 100 ms.
+    pub fn watch(values: &[&str]) -> PlantedSecrets {
+        let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (vals, flag) = (values.clone(), stop.clone());
+        let sampler = std::thread::spawn(move || {
+            let mut leaks = Vec::new();
+            let mut delivered = std::collections::BTreeSet::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for p in processes() {
+                    for v in &vals {
+                        if p.cmdline.contains(v.as_str()) {
+                            leaks
+                                .push(format!("/proc/{}/cmdline `{}` holds {v}", p.pid, p.cmdline));
+                        }
+                        let environ =
+                            std::fs::read(format!("/proc/{}/environ", p.pid)).unwrap_or_default();
+                        if environ.windows(v.len()).any(|w| w == v.as_bytes()) {
+                            delivered.insert(v.clone());
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            (leaks, delivered)
+        });
+        PlantedSecrets {
+            values,
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// Stops sampling; returns the command-line leaks and the values seen in some environment.
+    pub fn finish(mut self) -> (Vec<String>, std::collections::BTreeSet<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.take().unwrap().join().unwrap()
+    }
+
+    /// Every (file, value) under `dirs` whose bytes hold a planted value; also how many files were read.
+    pub fn in_files(&self, dirs: &[&Path]) -> (Vec<String>, usize) {
+        let mut found = Vec::new();
+        let mut read = 0;
+        for dir in dirs {
+            for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(entry.path()) else {
+                    continue;
+                };
+                read += 1;
+                for v in &self.values {
+                    if bytes.windows(v.len()).any(|w| w == v.as_bytes()) {
+                        found.push(format!("{} holds {v}", entry.path().display()));
+                    }
+                }
+            }
+        }
+        (found, read)
+    }
+}
+
+/// The local SLURM cluster's state, spool and log directories (scripts/slurm-up).
+pub fn slurm_dirs() -> Vec<PathBuf> {
+    let dir = std::env::var_os("SERVETEST_SLURM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".slurm"));
+    ["state", "spool", "log"]
+        .iter()
+        .map(|d| dir.join(d))
+        .collect()
+}
