@@ -181,6 +181,52 @@ fn sim_choreography_runs_every_role_on_slurm_and_local() {
     }
 }
 
+const SIM_SECRETS: &str = "disagg_perf_sim-secrets_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE";
+
+/// Values planted in `worker_env_var` and `server_env_var`, under secret-looking and ordinary names,
+/// reach the processes of the job (the stand-in servers, the router) on SLURM and locally, but no
+/// file under OUTPUT_PATH (role records, logs, scripts, results), no file in SLURM's directories, no
+/// command line of any process while the job runs, and no line the harness printed.
+#[test]
+fn sim_planted_secrets_reach_the_roles_and_nowhere_else() {
+    const VALUES: [&str; 4] = [
+        "st-planted-wk-5e1d",
+        "st-planted-wp-88b0",
+        "st-planted-sk-2a9c",
+        "st-planted-sp-c3f7",
+    ];
+    for executor in ["slurm", "local"] {
+        let out = tempfile::tempdir().unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let watch = common::PlantedSecrets::watch(&VALUES);
+        let o = harness(
+            executor,
+            "tests/exec_configs/roles",
+            out.path(),
+            SIM_SECRETS,
+            Some(SIM),
+        )
+        .env("SERVETEST_RUNTIME_DIR", runtime.path())
+        .output()
+        .unwrap();
+        let mut dirs: Vec<PathBuf> = vec![out.path().into(), runtime.path().into()];
+        dirs.extend(common::slurm_dirs());
+        let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        let (in_files, read) = watch.in_files(&dir_refs);
+        let (cmdlines, delivered) = watch.finish();
+        let all = text(&o);
+        assert!(o.status.success(), "{executor}:\n{all}");
+        for v in VALUES {
+            assert!(!all.contains(v), "{executor}: the harness printed {v}");
+            assert!(delivered.contains(v), "{executor}: no process ever had {v}");
+        }
+        assert!(cmdlines.is_empty(), "{executor}: {cmdlines:#?}");
+        assert!(in_files.is_empty(), "{executor}: {in_files:#?}");
+        assert!(read >= 10, "{executor}: only {read} files read");
+        assert_nothing_left(&job_dir(out.path(), SIM_SECRETS).unwrap());
+    }
+}
+
 #[test]
 fn sim_servers_that_never_become_healthy_fail_with_each_role_and_its_log_tail() {
     let out = tempfile::tempdir().unwrap();

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use servetest::aggregated::cluster::Node;
+
+mod common;
 use servetest::case::aggregated::{AuthType, ClusterNode, RayNode, SshTarget};
 
 fn env(name: &str) -> String {
@@ -143,4 +145,48 @@ fn the_cluster_path_counts_nodes_and_reports_ray_failures_per_node() {
             && all.contains("`env 'GLOO_SOCKET_IFNAME=lo' ray start --head --port 6379` failed (exit status: 127)"),
         "{all}"
     );
+}
+
+/// An aggregated run over SSH with a password (from `password_env`) and planted `extra_env` values
+/// (a token and an ordinary setting): the password logs in, and neither it nor the planted values
+/// appear in the run's output, in any file under its output directory, or on any process's command
+/// line while it runs (sshpass reads the password from its environment).
+#[test]
+fn the_ssh_password_and_planted_values_stay_out_of_output_files_and_command_lines() {
+    const TOKEN: &str = "st-planted-agg-tok-6d21";
+    const PLAIN: &str = "st-planted-agg-plain-0e4b";
+    let password = env("SERVETEST_SSH_PASSWORD");
+    let dir = tempfile::tempdir().unwrap();
+    let case_dir = dir.path().join("cases/aggregated/perf");
+    std::fs::create_dir_all(&case_dir).unwrap();
+    let case = case_dir.join("ssh-password.yaml");
+    std::fs::write(
+        &case,
+        format!(
+            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: 1}}\n    infer_type: [text-only]\n\
+             \x20   extra_env: {{HF_TOKEN: {TOKEN}, PLAIN_FLAG: {PLAIN}}}\n\
+             infer: true\nperf: false\ngpus_per_node: 1\n\
+             cluster:\n  - ssh: {{hostname: 127.0.0.1, port: {}, user: {}, auth_type: password, password_env: SERVETEST_SSH_PASSWORD}}\n    ray: {{nic: lo}}\n\
+             slurm: {{job_time: '00:05:00'}}\n",
+            env("SERVETEST_SSH_PORT"),
+            env("SERVETEST_SSH_USER"),
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let watch = common::PlantedSecrets::watch(&[TOKEN, PLAIN, &password]);
+    let all = run_case(&case, &out);
+    let (in_files, read) = watch.in_files(&[&out]);
+    let (cmdlines, _) = watch.finish();
+    // The password logged in (the node was probed), then Ray, not installed there, failed.
+    assert!(
+        all.contains(&format!("is {}", here())) && all.contains("starting Ray"),
+        "{all}"
+    );
+    for v in [TOKEN, PLAIN, password.as_str()] {
+        assert!(!all.contains(v), "the run printed {v}:\n{all}");
+    }
+    assert!(cmdlines.is_empty(), "{cmdlines:#?}");
+    assert!(in_files.is_empty(), "{in_files:#?}");
+    assert!(read >= 1, "the run wrote nothing under {}", out.display());
 }
