@@ -562,6 +562,7 @@ impl RunContext {
         Ok(Block {
             concurrency: None,
             metrics,
+            model: None,
         })
     }
 
@@ -587,6 +588,7 @@ impl RunContext {
             .map(|r| Block {
                 concurrency: r.concurrency,
                 metrics: r.metrics,
+                model: r.model,
             })
             .collect())
     }
@@ -667,7 +669,9 @@ impl RunContext {
                 test_name: case.name.clone(),
                 family: case.family.name.to_owned(),
                 category: case.category.clone(),
-                model: case.model().unwrap_or_default().to_owned(),
+                model: b
+                    .model
+                    .unwrap_or_else(|| case.model().unwrap_or_default().to_owned()),
                 gpu_type: crate::env::gpu_type(),
                 executor: self.opts.executor.name().to_owned(),
                 job_id: r.id.clone(),

@@ -364,6 +364,7 @@ async fn run_model(
                 ("infer_passed".to_owned(), passed),
                 ("infer_failed".to_owned(), failed),
             ]),
+            model: Some(m.name.clone()),
         });
     }
     if !perf_todo.is_empty() {
@@ -376,9 +377,15 @@ async fn run_model(
                 Ok((row, metrics)) => {
                     summary.serialize(&row).map_err(|e| e.to_string())?;
                     summary.flush().map_err(|e| e.to_string())?;
+                    // The request shape, so a report draws one line per model and shape.
+                    let mut metrics = metrics;
+                    metrics.insert("random_input_len".into(), point.random_input_len as f64);
+                    metrics.insert("random_output_len".into(), point.random_output_len as f64);
+                    metrics.insert("num_prompts".into(), point.num_prompts as f64);
                     rows.push(RowOut {
                         concurrency: Some(point.max_concurrency),
                         metrics,
+                        model: Some(m.name.clone()),
                     });
                 }
                 Err(e) => failures.push(format!("{} {}: {e}", m.name, point.dir_name())),

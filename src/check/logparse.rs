@@ -13,6 +13,8 @@ use regex::{Regex, RegexBuilder};
 pub struct Block {
     pub concurrency: Option<u64>,
     pub metrics: BTreeMap<String, f64>,
+    /// The model the row measured, when a case serves several (aggregated); else the case's.
+    pub model: Option<String>,
 }
 
 /// Every default metric: its name in results, and the summary-line label that carries it.
@@ -82,6 +84,7 @@ pub fn parse_default(text: &str) -> Vec<Block> {
             blocks.push(Block {
                 concurrency: caps[1].parse().ok(),
                 metrics,
+                model: None,
             });
         }
         start = m.end();
@@ -95,6 +98,7 @@ pub fn parse_default(text: &str) -> Vec<Block> {
         blocks.push(Block {
             concurrency,
             metrics,
+            model: None,
         });
     }
     blocks
@@ -128,6 +132,7 @@ pub fn parse_custom(text: &str, re: &Regex, names: &[String]) -> Vec<Block> {
             Block {
                 concurrency,
                 metrics,
+                model: None,
             }
         })
         .collect()

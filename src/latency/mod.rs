@@ -20,6 +20,9 @@ pub const ROWS_FILE: &str = "rows.json";
 pub struct RowOut {
     pub concurrency: Option<u64>,
     pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The model this row measured, when the case serves several (aggregated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 pub fn job_dir(out: &Path) -> PathBuf {
@@ -200,6 +203,7 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
         rows.push(RowOut {
             concurrency: Some(p.bsz),
             metrics,
+            model: None,
         });
     }
     csv.flush().map_err(|e| e.to_string())?;
