@@ -41,6 +41,69 @@ fn squeue_names() -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A `squeue` in front of the real one that logs each call's arguments (one line per call).
+fn logging_squeue(dir: &Path) -> (String, PathBuf) {
+    let real = String::from_utf8(Command::new("which").arg("squeue").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let log = dir.join("squeue-calls.log");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("squeue");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (path, log)
+}
+
+/// With every job submitted at once (batch size 0), each poll is one `squeue` call that asks about
+/// all live jobs: counted by a logging `squeue` in front of the real one, that count matches the
+/// run's own summary line, and one call covered all six jobs.
+#[test]
+fn one_squeue_call_per_poll_covers_every_live_job() {
+    let out = tempfile::tempdir().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let (path, log) = logging_squeue(tools.path());
+    let o = harness(
+        "slurm",
+        "pass",
+        out.path(),
+        &["--disagg-batch-size", "0"],
+        &[("PATH", &path)],
+    )
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    // The start-of-run orphan check asks by user (-u); polls ask by job id (-j).
+    let polls: Vec<&str> = calls.lines().filter(|l| l.contains(" -j ")).collect();
+    let ids_per_call: Vec<usize> = polls
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().split(',').count())
+        .collect();
+    let summary = format!(
+        "{} scheduler queries covering {} job-polls",
+        polls.len(),
+        ids_per_call.iter().sum::<usize>()
+    );
+    assert!(
+        t.contains(&summary),
+        "expected `{summary}` in:\n{t}\ncalls:\n{calls}"
+    );
+    assert_eq!(ids_per_call.iter().max(), Some(&6), "calls:\n{calls}");
+    assert!(polls.len() >= 2, "calls:\n{calls}");
+}
+
 #[test]
 fn batch_sizes_submit_lazily_and_poll_with_one_squeue() {
     for (size, batches) in [(Some("1"), 6), (Some("2"), 3), (Some("0"), 1), (None, 2)] {
@@ -242,6 +305,24 @@ fn local_executor_runs_the_same_cases() {
     assert!(
         t.contains("ended FAILED (exit code 1:0)") && t.contains("boom"),
         "{t}"
+    );
+    // The job's time limit holds on the local executor too: TIMEOUT, with the step's output.
+    let o = harness("local", "timeout", out.path(), &[], &[])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        t.contains("ended TIMEOUT") && t.contains("sleeping past the limit"),
+        "{t}"
+    );
+    assert_eq!(
+        tracker(out.path(), "script_perf_five-seconds")["state"],
+        "TIMEOUT"
+    );
+    assert!(
+        live_processes_mentioning("servetest-timeout-marker").is_empty(),
+        "the timed-out step is gone"
     );
 }
 
@@ -647,6 +728,25 @@ fn cleanup_cancels_the_jobs_of_a_killed_run() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // A new run of the same cases names the live jobs of the killed one before doing anything (in
+    // debug mode with a job id that does not exist it submits nothing and cancels nothing).
+    let again = tempfile::tempdir().unwrap();
+    let o = harness(
+        "slurm",
+        "sleep",
+        again.path(),
+        &[],
+        &[("DEBUG_MODE", "1"), ("DEBUG_JOB_ID", "99999999")],
+    )
+    .output()
+    .unwrap();
+    let warned = text(&o);
+    assert!(
+        warned.contains("servetest: 3 job(s) of an earlier run are still live: ")
+            && (1..=3).all(|i| warned.contains(&format!("script_perf_sleeper-{i} (RUNNING)")))
+            && warned.contains("`servetest cleanup` cancels them"),
+        "{warned}"
+    );
     let tree = root().join("tests/exec_configs/sleep");
     let cleanup = |extra: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
