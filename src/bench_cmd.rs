@@ -178,7 +178,7 @@ fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
-fn non_negative(s: &str) -> Result<f64, String> {
+pub(crate) fn non_negative(s: &str) -> Result<f64, String> {
     let v = number(s)?;
     if v >= 0.0 && v.is_finite() {
         Ok(v)
@@ -205,7 +205,7 @@ fn range_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
-fn probability(s: &str) -> Result<f64, String> {
+pub(crate) fn probability(s: &str) -> Result<f64, String> {
     let v = number(s)?;
     if (0.0..=1.0).contains(&v) {
         Ok(v)

@@ -56,6 +56,9 @@ struct HarnessArgs {
     /// (also SERVETEST_RESUME=1).
     #[arg(long)]
     resume: bool,
+    /// Do not record this run in the results history (also SERVETEST_DB=off).
+    #[arg(long)]
+    no_history: bool,
     /// Write JUnit XML here (default when executing: $OUTPUT_PATH/junit.xml).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -184,6 +187,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             args.cluster.clone(),
             baseline,
             resume,
+            (!args.no_history).then(crate::history::location).flatten(),
         )?))
     } else {
         None
@@ -484,6 +488,7 @@ fn execution_context(
     cli_cluster: Option<PathBuf>,
     baseline: Option<Baseline>,
     resume: bool,
+    history: Option<String>,
 ) -> Result<RunContext, String> {
     let profile = match cli_cluster.or_else(env::cluster) {
         Some(path) => Some(ClusterProfile::load(&path).map_err(|e| e.to_string())?),
@@ -527,6 +532,7 @@ fn execution_context(
             servetest,
             baseline,
             resume,
+            history,
         },
     )
 }

@@ -9,6 +9,7 @@ pub mod env;
 pub mod exec;
 pub mod fsutil;
 pub mod harness;
+pub mod history;
 pub mod latency;
 pub mod plan;
 pub mod report;

@@ -202,6 +202,49 @@ enum ReportCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// The results history (every recorded run): one line per case, metric and concurrency with its
+    /// change points, and an HTML page of charts over runs; `--gate` exits 1 on a recent regression.
+    History {
+        /// Cases to show (default: all).
+        cases: Vec<String>,
+        /// Only this metric (e.g. median_ttft_ms).
+        #[arg(long)]
+        metric: Option<String>,
+        /// At most this many newest runs per series.
+        #[arg(long, default_value_t = 40)]
+        last: usize,
+        /// The database (default: SERVETEST_DB, else $OUTPUT_PATH/../servetest.db).
+        #[arg(long)]
+        db: Option<String>,
+        /// Where to write the page (default: history.html next to an SQLite database, else ./history.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit 1 when a change point among the last `--recent` runs moved a metric the bad way.
+        #[arg(long)]
+        gate: bool,
+        /// Runs counted as recent by --gate.
+        #[arg(long, default_value_t = 3)]
+        recent: usize,
+        /// Smallest relative change --gate calls a regression (0.05 = 5 %).
+        #[arg(long, default_value_t = 0.0, value_parser = bench_cmd::non_negative)]
+        min_change: f64,
+        /// Largest t-test p-value at which a change point is accepted.
+        #[arg(long, default_value_t = 0.01, value_parser = bench_cmd::probability)]
+        max_p: f64,
+        /// Fewest runs on each side of a change point.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..))]
+        min_size: u64,
+    },
+    /// Import earlier runs into the results history: run directories, results.json,
+    /// servetest_results.csv or upstream's perf_script_test_results.csv files (one run each).
+    Import {
+        /// What to import.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The database (default: SERVETEST_DB, else $OUTPUT_PATH/../servetest.db).
+        #[arg(long)]
+        db: Option<String>,
+    },
 }
 
 fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -387,6 +430,50 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Report {
+            what:
+                ReportCommand::History {
+                    cases,
+                    metric,
+                    last,
+                    db,
+                    out,
+                    gate,
+                    recent,
+                    min_change,
+                    max_p,
+                    min_size,
+                },
+        } => {
+            let settings = servetest::history::changepoint::Settings {
+                max_p,
+                min_size: min_size as usize,
+            };
+            let opts = servetest::history::report::Options {
+                db,
+                out,
+                gate,
+                recent,
+                min_change,
+            };
+            match servetest::history::report::run(&cases, metric.as_deref(), last, settings, &opts) {
+                Ok(false) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {}", servetest::secrets::redact(&e));
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Report {
+            what: ReportCommand::Import { paths, db },
+        } => match servetest::history::report::import(&paths, db) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", servetest::secrets::redact(&e));
+                ExitCode::from(1)
+            }
+        },
         Command::Report {
             what: ReportCommand::ExportUpstream { results, out },
         } => {

@@ -43,7 +43,20 @@ pub struct RunOptions {
     pub baseline: Option<Baseline>,
     /// Continue the run in `out_root`: cases whose results are complete there are not run again.
     pub resume: bool,
+    /// The results history database (`SERVETEST_DB`); `None`: this run is not recorded.
+    pub history: Option<String>,
 }
+
+/// Where this run is recorded in the results history, and the content hash of each case file.
+struct History {
+    store: crate::history::Store,
+    run_id: String,
+    hashes: HashMap<String, String>,
+}
+
+/// The history id of the run in an output directory (kept there, so `--resume` continues the same
+/// run in the database).
+const HISTORY_RUN_ID: &str = "history_run_id";
 
 pub struct Baseline {
     pub path: PathBuf,
@@ -61,6 +74,7 @@ pub struct RunContext {
     results: ResultsWriter,
     /// `--resume`: cases already complete on disk, with their job id.
     resumed: HashMap<String, String>,
+    history: Option<History>,
 }
 
 /// Progress lines: to stderr and to `$OUTPUT_PATH/disagg_benchmark_{timestamp}.log`.
@@ -170,6 +184,10 @@ impl RunContext {
         } else {
             HashMap::new()
         };
+        let history = match &opts.history {
+            Some(location) => Some(Self::open_history(location, order, &opts, &run_id)?),
+            None => None,
+        };
         let names: Vec<String> = order
             .iter()
             .filter(|c| executable(c).is_ok() && !resumed.contains_key(&c.name))
@@ -194,7 +212,15 @@ impl RunContext {
                 batches.case_count()
             ));
         }
+        match &history {
+            Some(h) => progress.line(&format!(
+                "Results history: {} (run {})",
+                h.store.shown, h.run_id
+            )),
+            None => progress.line("Results history: off (SERVETEST_DB=off or --no-history)"),
+        }
         Ok(RunContext {
+            history,
             results,
             resumed,
             batches,
@@ -652,6 +678,56 @@ impl RunContext {
         Ok(blocks)
     }
 
+    /// Opens the history before anything is submitted (an unopenable database fails the run here),
+    /// records this run, and on `--resume` records the earlier attempt's rows again (a run killed
+    /// between its CSV append and its database write left them out; keyed rows are never doubled).
+    fn open_history(
+        location: &str,
+        order: &[Arc<Case>],
+        opts: &RunOptions,
+        fresh_id: &str,
+    ) -> Result<History, String> {
+        let store = crate::history::Store::open(location)?;
+        let id_path = opts.out_root.join(HISTORY_RUN_ID);
+        let earlier = opts
+            .resume
+            .then(|| std::fs::read_to_string(&id_path).ok())
+            .flatten()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        let run_id = earlier.unwrap_or_else(|| fresh_id.to_owned());
+        crate::fsutil::write_atomic(&id_path, run_id.as_bytes())
+            .map_err(|e| format!("failed to write {}: {e}", id_path.display()))?;
+        let mut meta = crate::history::RunMeta::here(&run_id, "harness");
+        meta.executor = Some(opts.executor.name().to_owned());
+        meta.cluster_profile = opts.profile.as_ref().map(|p| p.name.clone());
+        meta.output_path = Some(opts.out_root.display().to_string());
+        store.begin_run(&meta)?;
+        let hashes: HashMap<String, String> = order
+            .iter()
+            .map(|c| (c.name.clone(), crate::history::store::case_hash(&c.path)))
+            .collect();
+        if opts.resume {
+            let csv = opts.out_root.join(crate::report::results::CSV_NAME);
+            if csv.exists() {
+                let rows = crate::report::baseline::load_rows(&csv)?;
+                let mut by: HashMap<&str, Vec<Row>> = HashMap::new();
+                for r in &rows {
+                    by.entry(&r.test_name).or_default().push(r.clone());
+                }
+                for (case, rows) in by {
+                    let hash = hashes.get(case).map_or("unknown", String::as_str);
+                    store.record(&run_id, &rows, hash)?;
+                }
+            }
+        }
+        Ok(History {
+            store,
+            run_id,
+            hashes,
+        })
+    }
+
     fn record_rows(
         &self,
         case: &Case,
@@ -689,6 +765,13 @@ impl RunContext {
                 self.results.csv_path().display()
             )
         })?;
+        // The CSV is the durable record; a database that fails mid-run is reported, not fatal.
+        if let Some(h) = &self.history {
+            let hash = h.hashes.get(&case.name).map_or("unknown", String::as_str);
+            if let Err(e) = h.store.record(&h.run_id, &rows, hash) {
+                self.progress.line(&format!("  {}: {e}", case.name));
+            }
+        }
         Ok(rows)
     }
 

@@ -30,6 +30,8 @@ pub fn harness_command(executor: &str, cases: &Path, out: &Path) -> Command {
         .env("SERVETEST_POLL_INTERVAL", "0.5")
         .env("OUTPUT_PATH", out)
         .env("GPU_TYPE", "CPU")
+        // Not recorded in a shared results history unless a test asks (tests/history.rs).
+        .env("SERVETEST_DB", "off")
         .env_remove("DISAGG_BATCH_SIZE")
         .env_remove("DEBUG_MODE")
         .env_remove("SERVETEST_TEST_LIST");
