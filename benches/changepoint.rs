@@ -21,7 +21,11 @@ fn series(rng: &mut rand::rngs::StdRng, cv: f64, step: f64) -> Vec<f64> {
     let noise = Normal::new(0.0, cv).expect("normal");
     (0..BEFORE + AFTER)
         .map(|i| {
-            let level = if i >= BEFORE { 100.0 * (1.0 + step) } else { 100.0 };
+            let level = if i >= BEFORE {
+                100.0 * (1.0 + step)
+            } else {
+                100.0
+            };
             level * (1.0 + noise.sample(rng))
         })
         .collect()

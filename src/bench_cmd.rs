@@ -146,6 +146,9 @@ pub struct BenchArgs {
     /// Allow a target that is not on loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// Do not record this run in the results history (also SERVETEST_DB=off).
+    #[arg(long)]
+    no_history: bool,
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -324,6 +327,11 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
         Some(list) => parse_levels(list)?.into_iter().map(Some).collect(),
         None => vec![a.max_concurrency],
     };
+    // Opened before any request: a database that cannot be opened is an error, not a lost record.
+    let history = match (!a.no_history).then(servetest::history::location).flatten() {
+        Some(location) => Some(BenchHistory::open(&location, &a)?),
+        None => None,
+    };
     let tok_dir = a
         .tokenizer
         .clone()
@@ -486,6 +494,9 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
             eprintln!("servetest: saved {}", path.display());
         }
         all_ok &= m.failed == 0;
+        if let Some(h) = &history {
+            h.record(&m, &info, level, &a)?;
+        }
         if pass.target_gone {
             return Err(format!(
                 "the server stopped answering ({} connection failures in a row); the pass was stopped, partial results printed and saved",
@@ -633,4 +644,81 @@ pub fn sim_server(a: SimArgs) -> Result<(), String> {
         handle.abort();
         Ok(())
     })
+}
+
+/// `servetest bench` runs in the results history: one series per workload (model, dataset, lengths,
+/// prompts, rate), a row per concurrency with every number of the saved result.
+struct BenchHistory {
+    store: servetest::history::Store,
+    run_id: String,
+    workload: String,
+    hash: String,
+}
+
+impl BenchHistory {
+    fn open(location: &str, a: &BenchArgs) -> Result<BenchHistory, String> {
+        use sha2::Digest;
+        let store = servetest::history::Store::open(location)?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let run_id = format!("bench-{secs}-{}", std::process::id());
+        let mut meta = servetest::history::RunMeta::here(&run_id, "bench");
+        meta.executor = Some("bench".into());
+        meta.output_path = None;
+        store.begin_run(&meta)?;
+        let workload = format!(
+            "bench:{}:{:?}:{}/{}",
+            a.label.as_deref().unwrap_or(&a.model),
+            a.dataset,
+            a.input_len,
+            a.output_len
+        );
+        let identity = format!(
+            "{workload} prompts={} rate={} burstiness={} range={} dataset_path={:?} endpoint={:?}",
+            a.num_prompts, a.request_rate, a.burstiness, a.range_ratio, a.dataset_path, a.endpoint
+        );
+        let hash = format!("{:x}", sha2::Sha256::digest(identity.as_bytes()));
+        eprintln!("servetest: results history {} (run {run_id})", store.shown);
+        Ok(BenchHistory {
+            store,
+            run_id,
+            workload,
+            hash,
+        })
+    }
+
+    fn record(
+        &self,
+        m: &servetest::bench::metrics::Metrics,
+        info: &RunInfo,
+        level: Option<usize>,
+        a: &BenchArgs,
+    ) -> Result<(), String> {
+        let doc = report::json(m, info, Value::Null);
+        let metrics = doc
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64().filter(|x| x.is_finite())?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let row = servetest::report::results::Row {
+            test_name: self.workload.clone(),
+            family: "bench".into(),
+            category: "perf".into(),
+            model: a.model.clone(),
+            gpu_type: servetest::env::gpu_type(),
+            executor: "bench".into(),
+            job_id: self.run_id.clone(),
+            concurrency: level.map(|c| c as u64),
+            state: if m.failed == 0 { "COMPLETED" } else { "FAILED" }.into(),
+            start: None,
+            end: None,
+            metrics,
+        };
+        self.store.record(&self.run_id, &[row], &self.hash)
+    }
 }

@@ -456,7 +456,8 @@ fn main() -> ExitCode {
                 recent,
                 min_change,
             };
-            match servetest::history::report::run(&cases, metric.as_deref(), last, settings, &opts) {
+            match servetest::history::report::run(&cases, metric.as_deref(), last, settings, &opts)
+            {
                 Ok(false) => ExitCode::SUCCESS,
                 Ok(true) => ExitCode::from(1),
                 Err(e) => {

@@ -625,3 +625,85 @@ fn cleanup_fails_when_squeue_fails() {
         text(&o)
     );
 }
+
+/// Two `servetest bench` runs of one workload are two runs of one series in the results history;
+/// `report history` shows both, and `--gate` over them finds nothing to flag.
+#[test]
+fn bench_runs_are_recorded_in_the_results_history() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
+    for _ in 0..2 {
+        let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+            .args([
+                "bench",
+                "--base-url",
+                &sim.url,
+                "--model",
+                "m",
+                "--tokenizer",
+            ])
+            .arg(&tokenizer)
+            .args([
+                "--num-prompts",
+                "8",
+                "--input-len",
+                "16",
+                "--output-len",
+                "4",
+            ])
+            .args(["--concurrency-list", "1 2"])
+            .env("SERVETEST_DB", &db)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["report", "history", "--db"])
+        .arg(&db)
+        .args(["--metric", "median_ttft_ms", "--gate", "--out"])
+        .arg(dir.path().join("history.html"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for c in [1, 2] {
+        assert!(
+            t.contains(&format!(
+                "| bench:m:Random:16/4 | median_ttft_ms | {c} | 2 |"
+            )),
+            "{t}"
+        );
+    }
+    assert!(t.contains("gate: no regression"), "{t}");
+    assert!(dir.path().join("history.html").exists());
+    // An unopenable database stops the benchmark before any request; --no-history runs it.
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args([
+            "bench",
+            "--base-url",
+            &sim.url,
+            "--model",
+            "m",
+            "--tokenizer",
+        ])
+        .arg(&tokenizer)
+        .args([
+            "--num-prompts",
+            "2",
+            "--input-len",
+            "16",
+            "--output-len",
+            "4",
+        ])
+        .env("SERVETEST_DB", "/nonexistent-dir/h.db")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("results history /nonexistent-dir/h.db"),
+        "{}",
+        text(&o)
+    );
+}

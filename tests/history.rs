@@ -38,7 +38,10 @@ fn two_runs_are_recorded_and_shown(db: &str) {
         assert!(o.status.success(), "{t}");
         assert!(t.contains("Results history: "), "{t}");
     }
-    let o = history(db, &["script_perf_bench-sweep", "--metric", "median_ttft_ms"]);
+    let o = history(
+        db,
+        &["script_perf_bench-sweep", "--metric", "median_ttft_ms"],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     // One line per concurrency of the sweep, each over both runs.
@@ -60,7 +63,11 @@ fn sqlite_two_executing_runs_are_recorded_and_shown() {
     two_runs_are_recorded_and_shown(db.to_str().unwrap());
     let conn = rusqlite::Connection::open(&db).unwrap();
     let runs: i64 = conn
-        .query_row("SELECT COUNT(*) FROM runs WHERE source = 'harness'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE source = 'harness'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(runs, 2);
 }
@@ -72,7 +79,9 @@ fn postgres_two_executing_runs_are_recorded_and_shown() {
     // A database of its own, so earlier runs of this test do not count.
     let name = format!("servetest_test_{}", std::process::id());
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
     let (base, _) = url.rsplit_once('/').unwrap();
     let db = format!("{base}/{name}");
     two_runs_are_recorded_and_shown(&db);
@@ -160,7 +169,10 @@ fn a_run_killed_mid_write_leaves_a_valid_database_and_resume_completes_it_once()
     };
     while recorded() < 20 {
         assert!(Instant::now() < deadline, "nothing recorded");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
@@ -171,8 +183,15 @@ fn a_run_killed_mid_write_leaves_a_valid_database_and_resume_completes_it_once()
         .unwrap();
     assert_eq!(check, "ok");
     let before = recorded();
-    assert!(before < N as i64, "killed too late: {before} of {N} recorded");
-    let o = run(true).stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        before < N as i64,
+        "killed too late: {before} of {N} recorded"
+    );
+    let o = run(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     // One run (the resumed run continues the killed one), each case once, COMPLETED.
     let (runs, rows, cases, completed): (i64, i64, i64, i64) = conn
@@ -183,7 +202,11 @@ fn a_run_killed_mid_write_leaves_a_valid_database_and_resume_completes_it_once()
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
-    assert_eq!((runs, cases, completed), (1, N as i64, N as i64), "{rows} rows");
+    assert_eq!(
+        (runs, cases, completed),
+        (1, N as i64, N as i64),
+        "{rows} rows"
+    );
     assert_eq!(rows, N as i64, "no case recorded twice");
 }
 

@@ -90,15 +90,23 @@ fn variance(s: &[f64], m: f64) -> f64 {
 /// Two-sided Welch t-test p-value between `a` and `b`.
 pub fn welch_p(a: &[f64], b: &[f64]) -> f64 {
     let (ma, mb) = (mean(a), mean(b));
-    let (va, vb) = (variance(a, ma) / a.len() as f64, variance(b, mb) / b.len() as f64);
+    let (va, vb) = (
+        variance(a, ma) / a.len() as f64,
+        variance(b, mb) / b.len() as f64,
+    );
     let se2 = va + vb;
     if se2 == 0.0 {
         return if ma == mb { 1.0 } else { 0.0 };
     }
     let t = (ma - mb) / se2.sqrt();
     // Welch–Satterthwaite degrees of freedom.
-    let df_den = va * va / (a.len() as f64 - 1.0).max(1.0) + vb * vb / (b.len() as f64 - 1.0).max(1.0);
-    let df = if df_den > 0.0 { se2 * se2 / df_den } else { 1.0 };
+    let df_den =
+        va * va / (a.len() as f64 - 1.0).max(1.0) + vb * vb / (b.len() as f64 - 1.0).max(1.0);
+    let df = if df_den > 0.0 {
+        se2 * se2 / df_den
+    } else {
+        1.0
+    };
     match StudentsT::new(0.0, 1.0, df.max(1.0)) {
         Ok(dist) => 2.0 * (1.0 - dist.cdf(t.abs())),
         Err(_) => 1.0,
@@ -144,13 +152,17 @@ mod tests {
     #[test]
     fn a_clear_step_is_found_where_it_is_and_flat_noise_has_none() {
         // ±1 % alternating noise around 100, then a 10 % step at index 12.
-        let mut x: Vec<f64> = (0..12).map(|i| if i % 2 == 0 { 101.0 } else { 99.0 }).collect();
+        let mut x: Vec<f64> = (0..12)
+            .map(|i| if i % 2 == 0 { 101.0 } else { 99.0 })
+            .collect();
         x.extend((0..6).map(|i| if i % 2 == 0 { 111.0 } else { 109.0 }));
         let c = detect(&x, Settings::default());
         assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!(c[0].index, 12);
         assert!((c[0].relative() - 0.10).abs() < 1e-9, "{c:?}");
-        let flat: Vec<f64> = (0..30).map(|i| if i % 2 == 0 { 101.0 } else { 99.0 }).collect();
+        let flat: Vec<f64> = (0..30)
+            .map(|i| if i % 2 == 0 { 101.0 } else { 99.0 })
+            .collect();
         assert!(detect(&flat, Settings::default()).is_empty());
     }
 
@@ -166,7 +178,10 @@ mod tests {
         let mut x = vec![100.0, 101.0, 99.0, 100.0, 101.0, 99.0];
         x.extend([120.0, 121.0, 119.0, 120.0, 121.0, 119.0]);
         x.extend([90.0, 91.0, 89.0, 90.0, 91.0, 89.0]);
-        let idx: Vec<usize> = detect(&x, Settings::default()).iter().map(|c| c.index).collect();
+        let idx: Vec<usize> = detect(&x, Settings::default())
+            .iter()
+            .map(|c| c.index)
+            .collect();
         assert_eq!(idx, [6, 12]);
     }
 }

@@ -21,7 +21,10 @@ pub fn location() -> Option<String> {
         _ => {
             let out = std::path::absolute(crate::env::output_path())
                 .unwrap_or_else(|_| crate::env::output_path());
-            let parent = out.parent().map(std::path::Path::to_path_buf).unwrap_or(out);
+            let parent = out
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or(out);
             Some(parent.join("servetest.db").display().to_string())
         }
     }

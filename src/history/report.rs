@@ -45,7 +45,10 @@ impl Series<'_> {
 
 /// Latencies are better low; throughputs, scores and counts of passes high.
 pub fn lower_is_better(metric: &str) -> bool {
-    metric.ends_with("_ms") || metric.ends_with("_s") || metric == "failed" || metric.contains("latency")
+    metric.ends_with("_ms")
+        || metric.ends_with("_s")
+        || metric == "failed"
+        || metric.contains("latency")
 }
 
 /// Points grouped into series (a changed case file starts a new series: only its newest content's
@@ -76,7 +79,8 @@ pub fn series(points: &[Point], settings: Settings) -> Vec<Series<'_>> {
 
 /// The table printed to stdout: one line per series.
 pub fn table(series: &[Series]) -> String {
-    let mut out = String::from("| case | metric | concurrency | runs | first | last | change points |\n");
+    let mut out =
+        String::from("| case | metric | concurrency | runs | first | last | change points |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
     for s in series {
         let first = s.points.first().map_or(f64::NAN, |p| p.value);
@@ -197,7 +201,12 @@ figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 520p
 "#;
 
 /// The history page: one chart per series, change points marked, regressions named.
-pub fn html(series: &[Series], source: &str, recent: usize, min_relative: f64) -> Result<String, String> {
+pub fn html(
+    series: &[Series],
+    source: &str,
+    recent: usize,
+    min_relative: f64,
+) -> Result<String, String> {
     let mut items = Vec::new();
     for s in series {
         let caption = format!(
@@ -240,9 +249,9 @@ pub struct Options {
 }
 
 fn open(db: Option<String>) -> Result<super::Store, String> {
-    let location = db.or_else(super::location).ok_or(
-        "the results history is off (SERVETEST_DB=off); name a database with --db",
-    )?;
+    let location = db
+        .or_else(super::location)
+        .ok_or("the results history is off (SERVETEST_DB=off); name a database with --db")?;
     super::Store::open(&location)
 }
 
@@ -271,7 +280,8 @@ pub fn run(
     let all = series(&points, settings);
     print!("{}", table(&all));
     let out = opts.out.clone().unwrap_or_else(|| {
-        let db = std::path::PathBuf::from(store.shown.strip_prefix("sqlite:").unwrap_or(&store.shown));
+        let db =
+            std::path::PathBuf::from(store.shown.strip_prefix("sqlite:").unwrap_or(&store.shown));
         match db.parent() {
             Some(dir) if !store.shown.contains("://") && dir.is_dir() => dir.join("history.html"),
             _ => std::path::PathBuf::from("history.html"),
@@ -298,9 +308,17 @@ pub fn run(
         .collect();
     if opts.gate {
         if regressions.is_empty() {
-            println!("gate: no regression in the last {} run(s) of {} series", opts.recent, all.len());
+            println!(
+                "gate: no regression in the last {} run(s) of {} series",
+                opts.recent,
+                all.len()
+            );
         } else {
-            println!("gate: {} regression(s):\n  {}", regressions.len(), regressions.join("\n  "));
+            println!(
+                "gate: {} regression(s):\n  {}",
+                regressions.len(),
+                regressions.join("\n  ")
+            );
         }
     }
     Ok(opts.gate && !regressions.is_empty())
@@ -313,11 +331,12 @@ pub fn import(paths: &[std::path::PathBuf], db: Option<String>) -> Result<(), St
     // Imported rows join the series of today's case files (same content hash), so history that
     // starts from old runs continues into new ones; a case no longer on disk keeps its name only.
     let root = crate::env::config_dir().unwrap_or_else(|| std::path::PathBuf::from("test_configs"));
-    let hashes: std::collections::HashMap<String, String> = crate::case::discover::discover(&[root])
-        .cases
-        .iter()
-        .map(|c| (c.name.clone(), super::store::case_hash(&c.path)))
-        .collect();
+    let hashes: std::collections::HashMap<String, String> =
+        crate::case::discover::discover(&[root])
+            .cases
+            .iter()
+            .map(|c| (c.name.clone(), super::store::case_hash(&c.path)))
+            .collect();
     for path in paths {
         let rows = crate::report::baseline::load_rows(path)?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
@@ -353,7 +372,12 @@ pub fn import(paths: &[std::path::PathBuf], db: Option<String>) -> Result<(), St
                 .unwrap_or_else(|| format!("import:{case}"));
             store.record(&meta.run_id, rows, &hash)?;
         }
-        println!("{}: {} row(s) of {} case(s) imported", path.display(), rows.len(), by_case.len());
+        println!(
+            "{}: {} row(s) of {} case(s) imported",
+            path.display(),
+            rows.len(),
+            by_case.len()
+        );
     }
     let (runs, results) = store.counts()?;
     println!("{}: {runs} run(s), {results} result row(s)", store.shown);
@@ -372,7 +396,11 @@ mod tests {
                 run_id: format!("run{i}"),
                 started: i as f64,
                 test_name: "case_a".into(),
-                case_hash: if i < hash_from { "old".into() } else { "new".into() },
+                case_hash: if i < hash_from {
+                    "old".into()
+                } else {
+                    "new".into()
+                },
                 concurrency: 4,
                 metric: metric.into(),
                 value: *v,
@@ -381,7 +409,9 @@ mod tests {
     }
 
     fn stepped(after: f64) -> Vec<f64> {
-        let mut v: Vec<f64> = (0..20).map(|i| if i % 2 == 0 { 101.0 } else { 99.0 }).collect();
+        let mut v: Vec<f64> = (0..20)
+            .map(|i| if i % 2 == 0 { 101.0 } else { 99.0 })
+            .collect();
         v.extend([after + 1.0, after - 1.0, after]);
         v
     }
@@ -396,9 +426,16 @@ mod tests {
         assert_eq!(reg.index, 20);
         assert!(all[0].regression(3, 0.2).is_none(), "below --min-change");
         let page = html(&all, "test.db", 3, 0.05).unwrap();
-        assert!(page.contains(r#"data-runs="23" data-changes="1""#), "{page}");
+        assert!(
+            page.contains(r#"data-runs="23" data-changes="1""#),
+            "{page}"
+        );
         assert!(page.contains("regression: +10.0 % at run 21"), "{page}");
-        assert!(table(&all).contains("run 21 (run20): +10.0 %"), "{}", table(&all));
+        assert!(
+            table(&all).contains("run 21 (run20): +10.0 %"),
+            "{}",
+            table(&all)
+        );
         // Throughput up by the same step: a change point, not a regression.
         let p = points("output_throughput", &stepped(110.0), 0);
         let all = series(&p, Settings::default());

@@ -107,10 +107,12 @@ pub fn unit_of(metric: &str) -> Option<&'static str> {
     }
 }
 
-const INSERT_RUN: &str = "INSERT INTO runs (run_id, started, source, servetest_version, project_commit, \
+const INSERT_RUN: &str =
+    "INSERT INTO runs (run_id, started, source, servetest_version, project_commit, \
     engine_version, host, gpu_type, executor, cluster_profile, output_path) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING";
-const INSERT_RESULT: &str = "INSERT INTO results (run_id, test_name, case_hash, job_id, concurrency, \
+const INSERT_RESULT: &str =
+    "INSERT INTO results (run_id, test_name, case_hash, job_id, concurrency, \
     state, metric, value, unit, recorded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
     ON CONFLICT DO NOTHING";
 
@@ -120,7 +122,10 @@ fn metric_values(r: &Row) -> Vec<(String, Option<f64>)> {
     if r.metrics.is_empty() {
         vec![(String::new(), None)]
     } else {
-        r.metrics.iter().map(|(k, v)| (k.clone(), Some(*v))).collect()
+        r.metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(*v)))
+            .collect()
     }
 }
 
@@ -130,38 +135,38 @@ impl Store {
     pub fn open(location: &str) -> Result<Store, String> {
         let shown = super::shown(location);
         let fail = |e: &dyn std::fmt::Display| format!("results history {shown}: {e}");
-        let backend = if location.starts_with("postgres://") || location.starts_with("postgresql://")
-        {
-            let mut config: postgres::Config = location.parse().map_err(|e| fail(&e))?;
-            config.connect_timeout(Duration::from_secs(10));
-            let mut client = config.connect(postgres::NoTls).map_err(|e| fail(&e))?;
-            migrate(|| embedded::migrations::runner().run(&mut client).map(|_| ()))
+        let backend =
+            if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+                let mut config: postgres::Config = location.parse().map_err(|e| fail(&e))?;
+                config.connect_timeout(Duration::from_secs(10));
+                let mut client = config.connect(postgres::NoTls).map_err(|e| fail(&e))?;
+                migrate(|| embedded::migrations::runner().run(&mut client).map(|_| ()))
+                    .map_err(|e| fail(&e))?;
+                Backend::Postgres(Box::new(client))
+            } else {
+                let path = location.strip_prefix("sqlite:").unwrap_or(location);
+                // Not created here: a missing directory is a wrong setting, not something to make.
+                let mut conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
                 .map_err(|e| fail(&e))?;
-            Backend::Postgres(Box::new(client))
-        } else {
-            let path = location.strip_prefix("sqlite:").unwrap_or(location);
-            // Not created here: a missing directory is a wrong setting, not something to make.
-            let mut conn = rusqlite::Connection::open_with_flags(
-                path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| fail(&e))?;
-            conn.busy_timeout(Duration::from_secs(30))
-                .map_err(|e| fail(&e))?;
-            // WAL: readers never block the writer and two runs can append at once; NORMAL sync is
-            // durable across a killed process (not across a power cut, like the CSV's fsync is).
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| fail(&e))?;
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(|e| fail(&e))?;
-            conn.pragma_update(None, "foreign_keys", "ON")
-                .map_err(|e| fail(&e))?;
-            migrate(|| embedded::migrations::runner().run(&mut conn).map(|_| ()))
-                .map_err(|e| fail(&e))?;
-            Backend::Sqlite(conn)
-        };
+                conn.busy_timeout(Duration::from_secs(30))
+                    .map_err(|e| fail(&e))?;
+                // WAL: readers never block the writer and two runs can append at once; NORMAL sync is
+                // durable across a killed process (not across a power cut, like the CSV's fsync is).
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| fail(&e))?;
+                conn.pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(|e| fail(&e))?;
+                conn.pragma_update(None, "foreign_keys", "ON")
+                    .map_err(|e| fail(&e))?;
+                migrate(|| embedded::migrations::runner().run(&mut conn).map(|_| ()))
+                    .map_err(|e| fail(&e))?;
+                Backend::Sqlite(conn)
+            };
         Ok(Store {
             backend: Mutex::new(backend),
             shown,
