@@ -365,6 +365,9 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
     if let Some(ctx) = &context {
         ctx.flush_results();
         if !listing {
+            if let Some(path) = ctx.write_history_page() {
+                eprintln!("servetest: history page {}", path.display());
+            }
             match ctx.write_html() {
                 Ok(path) => eprintln!("servetest: HTML report {}", path.display()),
                 // No results yet (every trial resumed or filtered): nothing to draw.
@@ -590,8 +593,10 @@ fn run_case(
     }
     if let Some(ctx) = ctx {
         // Errors quote logs and scripts: masked values never reach the terminal, JUnit or the run log.
-        ctx.run_trial(case)
-            .map_err(|e| Failed::from(crate::secrets::redact(&e)))?;
+        ctx.run_trial(case).map_err(|e| {
+            ctx.record_failure(case, &e);
+            Failed::from(crate::secrets::redact(&e))
+        })?;
     }
     Ok(Completion::Completed)
 }

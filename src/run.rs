@@ -678,6 +678,33 @@ impl RunContext {
         Ok(blocks)
     }
 
+    /// Records a failed trial's reason in the results history (masked like every trial error).
+    pub fn record_failure(&self, case: &Case, reason: &str) {
+        if let Some(h) = &self.history {
+            let reason = crate::secrets::redact(reason);
+            if let Err(e) = h.store.record_failure(&h.run_id, &case.name, &reason) {
+                self.progress.line(&format!("  {}: {e}", case.name));
+            }
+        }
+    }
+
+    /// The history page of this run's cases, written next to its report (`history.html`), which
+    /// links to it. Nothing when the history is off or holds no completed value of these cases yet.
+    pub fn write_history_page(&self) -> Option<PathBuf> {
+        let h = self.history.as_ref()?;
+        let names: Vec<String> = self.cases.keys().cloned().collect();
+        let points = h.store.series(&names, None, 40).ok()?;
+        if points.is_empty() {
+            return None;
+        }
+        let settings = crate::history::changepoint::Settings::default();
+        let all = crate::history::report::series(&points, settings);
+        let page = crate::history::report::html(&all, &h.store.shown, 3, 0.0).ok()?;
+        let path = self.opts.out_root.join(crate::history::report::PAGE_NAME);
+        crate::fsutil::write_atomic(&path, page.as_bytes()).ok()?;
+        Some(path)
+    }
+
     /// Opens the history before anything is submitted (an unopenable database fails the run here),
     /// records this run, and on `--resume` records the earlier attempt's rows again (a run killed
     /// between its CSV append and its database write left them out; keyed rows are never doubled).

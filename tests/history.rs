@@ -31,13 +31,23 @@ fn history(db: &str, extra: &[&str]) -> std::process::Output {
 }
 
 fn two_runs_are_recorded_and_shown(db: &str) {
+    let mut last_out = tempfile::tempdir().unwrap();
     for _ in 0..2 {
         let out = tempfile::tempdir().unwrap();
         let o = recorded_run(db, out.path()).output().unwrap();
         let t = text(&o);
         assert!(o.status.success(), "{t}");
         assert!(t.contains("Results history: "), "{t}");
+        last_out = out;
     }
+    // The run's report links the history page written beside it.
+    let report = std::fs::read_to_string(last_out.path().join("report.html")).unwrap();
+    assert!(
+        report.contains(r#"<a href="history.html">"#),
+        "no link in report.html"
+    );
+    let page = std::fs::read_to_string(last_out.path().join("history.html")).unwrap();
+    assert!(page.contains(r#"data-runs="2""#), "{page}");
     let o = history(
         db,
         &["script_perf_bench-sweep", "--metric", "median_ttft_ms"],
@@ -70,6 +80,26 @@ fn sqlite_two_executing_runs_are_recorded_and_shown() {
         )
         .unwrap();
     assert_eq!(runs, 2);
+    // A failing case's reason is kept with its run.
+    let out = tempfile::tempdir().unwrap();
+    let o = harness_command(
+        "local",
+        &root().join("tests/exec_configs/metrics"),
+        out.path(),
+    )
+    .args(["--exact", "script_perf_no-metrics-printed"])
+    .env("SERVETEST_DB", &db)
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let reason: String = conn
+        .query_row(
+            "SELECT reason FROM failures WHERE test_name = 'script_perf_no-metrics-printed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("found no metric"), "{reason}");
 }
 
 #[test]

@@ -9,6 +9,9 @@ use plotters::prelude::*;
 use super::changepoint::{detect, Change, Settings};
 use super::store::Point;
 
+/// The history page's file name beside a run's report.html.
+pub const PAGE_NAME: &str = "history.html";
+
 /// One series: a case's metric at one concurrency over runs.
 pub struct Series<'a> {
     pub test_name: &'a str,

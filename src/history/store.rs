@@ -287,6 +287,32 @@ impl Store {
         }
     }
 
+    /// Records why a case failed in this run (the newest reason wins: a resumed run's final attempt).
+    pub fn record_failure(
+        &self,
+        run_id: &str,
+        test_name: &str,
+        reason: &str,
+    ) -> Result<(), String> {
+        let err = |e: &dyn std::fmt::Display| format!("results history {}: {e}", self.shown);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let sql = "INSERT INTO failures (run_id, test_name, reason, recorded) VALUES ($1, $2, $3, $4) \
+            ON CONFLICT (run_id, test_name) DO UPDATE SET reason = excluded.reason, recorded = excluded.recorded";
+        match &mut *self.lock() {
+            Backend::Sqlite(c) => c
+                .execute(sql, rusqlite::params![run_id, test_name, reason, now])
+                .map(|_| ())
+                .map_err(|e| err(&e)),
+            Backend::Postgres(c) => c
+                .execute(sql, &[&run_id, &test_name, &reason, &now])
+                .map(|_| ())
+                .map_err(|e| err(&e)),
+        }
+    }
+
     /// The COMPLETED values of `metric` (every metric when `None`) of `cases` (every case when
     /// empty), oldest run first, at most the `last` runs of each series.
     pub fn series(

@@ -485,6 +485,9 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     if let Some(host) = profile.and_then(|p| p.serve_host.as_ref()) {
         own.push((crate::env::SERVE_HOST.to_owned(), host.clone()));
     }
+    // The harness records the case's results; a `servetest bench` inside the job is part of them,
+    // not a run of its own in the results history.
+    own.push(("SERVETEST_DB".to_owned(), "off".to_owned()));
     let exports: Vec<String> = own
         .iter()
         .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))

@@ -342,7 +342,7 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 .meta { color: #666; font-size: 13px; }
 </style></head><body>
 <h1>{{ title }}</h1>
-<p class="meta">{{ summary }}{% if baseline %} · baseline: {{ baseline }}{% endif %}</p>
+<p class="meta">{{ summary }}{% if baseline %} · baseline: {{ baseline }}{% endif %}{% if history %} · <a href="{{ history }}">results history of these cases</a>{% endif %}</p>
 {% for case in cases %}
 <section class="case" id="{{ case.name }}">
 <h2>{{ case.name }}</h2>
@@ -443,6 +443,16 @@ pub fn render(
     rows: &[Row],
     baseline: Option<(&str, &[Row])>,
 ) -> Result<String, String> {
+    render_linked(title, rows, baseline, None)
+}
+
+/// `render`, linking to the history page `history` (a relative URL) when given.
+pub fn render_linked(
+    title: &str,
+    rows: &[Row],
+    baseline: Option<(&str, &[Row])>,
+    history: Option<&str>,
+) -> Result<String, String> {
     let mut by_case: BTreeMap<&str, Case> = BTreeMap::new();
     for r in rows {
         by_case
@@ -515,6 +525,7 @@ pub fn render(
                 title => title,
                 summary => summary,
                 baseline => baseline.map(|b| b.0),
+                history => history,
                 cases => cases,
             })
         })
@@ -545,10 +556,15 @@ pub fn write_for_run(
         .map(crate::report::baseline::load_rows)
         .transpose()?;
     let base_label = baseline.map(|p| p.display().to_string());
-    let html = render(
+    let linked = run_dir
+        .join(crate::history::report::PAGE_NAME)
+        .exists()
+        .then_some(crate::history::report::PAGE_NAME);
+    let html = render_linked(
         &format!("servetest run {}{history}", run_dir.display()),
         &rows,
         base_label.as_deref().zip(base_rows.as_deref()),
+        linked,
     )?;
     let out = out.map_or_else(|| run_dir.join("report.html"), std::path::Path::to_path_buf);
     crate::fsutil::write_atomic(&out, html.as_bytes())
