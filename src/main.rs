@@ -219,12 +219,14 @@ enum ReportCommand {
         /// Where to write the page (default: history.html next to an SQLite database, else ./history.html).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Exit 1 when a change point among the last `--recent` runs moved a metric the bad way.
+        /// Exit 1 when a series' newest level is worse than the one before it (its latest change
+        /// point moved the metric the bad way); judges the default gated metrics unless --metric.
         #[arg(long)]
         gate: bool,
-        /// Runs counted as recent by --gate.
-        #[arg(long, default_value_t = 3)]
-        recent: usize,
+        /// Only a latest change point among this many newest runs counts (default: wherever it
+        /// is; at least --min-size, since a change needs that many runs after it).
+        #[arg(long)]
+        recent: Option<usize>,
         /// Smallest relative change --gate calls a regression (0.05 = 5 %).
         #[arg(long, default_value_t = 0.0, value_parser = bench_cmd::non_negative)]
         min_change: f64,
@@ -449,12 +451,21 @@ fn main() -> ExitCode {
                 max_p,
                 min_size: min_size as usize,
             };
+            if recent.is_some_and(|r| r < min_size as usize) {
+                eprintln!(
+                    "error: --recent {} is below --min-size {min_size}: a change point needs \
+                     --min-size runs after it, so the gate could never fire",
+                    recent.unwrap_or(0)
+                );
+                return ExitCode::from(2);
+            }
             let opts = servetest::history::report::Options {
                 db,
                 out,
                 gate,
                 recent,
                 min_change,
+                chosen_metric: metric.is_some(),
             };
             match servetest::history::report::run(&cases, metric.as_deref(), last, settings, &opts)
             {

@@ -346,6 +346,9 @@ impl RunContext {
         );
         if !finished {
             self.opts.executor.cancel(std::slice::from_ref(&id));
+            if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
+                plan.remove_private_env();
+            }
             let record = self.opts.executor.table().get(&id).unwrap_or(record);
             self.track(case, &record);
             let _ = self.record_rows(case, &record, Vec::new());
@@ -699,7 +702,7 @@ impl RunContext {
         }
         let settings = crate::history::changepoint::Settings::default();
         let all = crate::history::report::series(&points, settings);
-        let page = crate::history::report::html(&all, &h.store.shown, 3, 0.0).ok()?;
+        let page = crate::history::report::html(&all, &h.store.shown, None, 0.0).ok()?;
         let path = self.opts.out_root.join(crate::history::report::PAGE_NAME);
         crate::fsutil::write_atomic(&path, page.as_bytes()).ok()?;
         Some(path)

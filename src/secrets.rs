@@ -16,8 +16,20 @@ use std::sync::{Mutex, RwLock};
 pub const REDACTED: &str = "<redacted>";
 /// Overrides where private runtime files go (`runtime_dir` of a cluster profile otherwise).
 pub const RUNTIME_DIR_ENV: &str = "SERVETEST_RUNTIME_DIR";
-/// Values shorter than this are not masked: masking "1" or "on" would garble every log.
-const MIN_MASKED_LEN: usize = 4;
+/// Values shorter than this are not masked: masking "1", "on" or "user" would garble every log.
+const MIN_MASKED_LEN: usize = 6;
+/// Values taken from the harness's own environment must be longer still, and some names that match
+/// a secret word are session plumbing, not secrets (XDG_SESSION_CLASS=user, SSH_AUTH_SOCK, …).
+const MIN_ENV_MASKED_LEN: usize = 8;
+const NOT_SECRETS: &[&str] = &[
+    "XDG_",
+    "DBUS_SESSION",
+    "SSH_AUTH_SOCK",
+    "XAUTHORITY",
+    "DESKTOP_SESSION",
+    "GIT_AUTHOR",
+    "GIT_COMMITTER",
+];
 
 /// Environment variable names whose values are treated as secrets: masked in logs, errors and
 /// `Debug`. Values under other names are kept out of job scripts and OUTPUT_PATH all the same.
@@ -103,7 +115,8 @@ pub fn mask_case(case: &crate::case::Case) {
 pub fn mask_process_environment() {
     for (name, value) in std::env::vars_os() {
         if let (Some(n), Some(v)) = (name.to_str(), value.to_str()) {
-            if is_secret_name(n) {
+            let plumbing = NOT_SECRETS.iter().any(|p| n.starts_with(p));
+            if is_secret_name(n) && !plumbing && v.len() >= MIN_ENV_MASKED_LEN {
                 mask(v);
             }
         }
@@ -125,9 +138,10 @@ pub fn redact(text: &str) -> String {
 }
 
 /// The directory private runtime files of this user go under: `$SERVETEST_RUNTIME_DIR`, else the
-/// cluster profile's `runtime_dir` (a shared filesystem every node sees, on a multi-node cluster),
-/// else `$XDG_RUNTIME_DIR/servetest`, else `<temp dir>/servetest-<uid>`. Never inside OUTPUT_PATH,
-/// which users upload as CI artifacts.
+/// cluster profile's `runtime_dir`, else `$HOME/.cache/servetest/runtime` (home directories are
+/// shared across a cluster's nodes, so a job on another node can read it; `$XDG_RUNTIME_DIR` and
+/// `/tmp` are node-local), else `<temp dir>/servetest-<uid>`. Never inside OUTPUT_PATH, which users
+/// upload as CI artifacts (`check_outside`).
 pub fn runtime_root(profile_dir: Option<&Path>) -> PathBuf {
     if let Some(d) = std::env::var_os(RUNTIME_DIR_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -135,51 +149,85 @@ pub fn runtime_root(profile_dir: Option<&Path>) -> PathBuf {
     if let Some(d) = profile_dir {
         return d.to_path_buf();
     }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("servetest");
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".cache/servetest/runtime");
     }
     std::env::temp_dir().join(format!("servetest-{}", nix::unistd::getuid()))
 }
 
-/// Creates `dir` (and missing parents of it that servetest owns) as 0700, or checks an existing one
-/// is this user's and closed to others: a private file in a directory others can write to could be
-/// swapped for theirs.
+/// This run's directory under the runtime root: the run id and a random part, so another user
+/// cannot guess it and prepare it in advance.
+pub fn run_dir_name(run_id: &str) -> String {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let token = TOKEN.get_or_init(|| {
+        use rand::Rng;
+        let n: u64 = rand::rng().random();
+        format!("{n:016x}")
+    });
+    format!("{run_id}-{token}")
+}
+
+/// Refuses a runtime root inside `out` (OUTPUT_PATH).
+pub fn check_outside(root: &Path, out: &Path) -> Result<(), String> {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if abs(root).starts_with(abs(out)) {
+        return Err(format!(
+            "the runtime directory {} is inside OUTPUT_PATH {}, which is shared as results; set \
+             {RUNTIME_DIR_ENV} or the cluster profile's runtime_dir elsewhere",
+            root.display(),
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `dir` as 0700 (missing parents as usual), or checks an existing one is this user's and
+/// not writable by others: in a directory another user can write to, they could swap our private
+/// file for theirs, which the job would then source.
 pub fn private_dir(dir: &Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) => {
-            let uid = nix::unistd::getuid().as_raw();
-            if !meta.is_dir() {
-                return Err(format!("{}: not a directory", dir.display()));
-            }
-            if meta.uid() != uid {
-                return Err(format!(
-                    "{}: owned by uid {}, not by this user ({uid}); refusing to keep private files there",
-                    dir.display(),
-                    meta.uid()
-                ));
-            }
-            if meta.mode() & 0o077 != 0 {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("{}: cannot make it private: {e}", dir.display()))?;
-            }
-            Ok(())
-        }
-        Err(_) => std::fs::DirBuilder::new()
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display())),
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let uid = nix::unistd::getuid().as_raw();
+    if !meta.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "{}: owned by uid {}, not by this user ({uid}); refusing to keep private files there",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{}: writable by others (mode {:o}); refusing to keep private files there",
+            dir.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// Private files and directories of this process still on disk: removed when their job ends, at the
 /// end of the run, and by the signal handler (`remove_private_files`), which runs no destructors.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Writes `text` to `path` (0600) inside a private directory, and remembers it for removal.
+/// Writes `text` to `path` (0600) in its directory (0700, created), under a root that must be
+/// this user's and not writable by others, and remembers it for removal.
 pub fn write_private_file(path: &Path, text: &str) -> Result<(), String> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    if let Some(root) = dir.parent() {
+        private_dir(root)?;
+    }
     private_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     crate::fsutil::write_private(path, text.as_bytes())
         .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     if let Ok(mut live) = LIVE.lock() {
@@ -247,28 +295,31 @@ mod tests {
     fn masked_values_are_redacted_longest_first_and_short_ones_left_alone() {
         mask("st-mask-abc");
         mask("st-mask-abcdef");
-        mask("on");
+        mask("user");
         assert_eq!(
-            redact("a st-mask-abcdef b st-mask-abc c on"),
-            "a <redacted> b <redacted> c on"
+            redact("a st-mask-abcdef b st-mask-abc c user"),
+            "a <redacted> b <redacted> c user"
         );
     }
 
     #[test]
     fn private_files_live_in_a_closed_directory_and_go_away() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("rt/run1");
+        let root = tmp.path().join("rt");
+        let dir = root.join(run_dir_name("run1"));
         let file = dir.join("case.env");
         write_private_file(&file, "export A=1\n").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&file), 0o600);
-        // A directory opened to others is closed again before use.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
         remove_private_files();
         assert!(!file.exists() && !dir.exists());
+        // A root others can write to is refused: they could swap the file the job sources.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = write_private_file(&file, "export A=1\n").unwrap_err();
+        assert!(e.contains("writable by others"), "{e}");
+        // The run directory's name cannot be guessed from the run id.
+        assert!(run_dir_name("run1").len() > "run1-".len() + 8);
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn two_runs_are_recorded_and_shown(db: &str) {
     assert!(!lines.is_empty(), "{t}");
     for l in &lines {
         let runs: usize = l.split('|').nth(4).unwrap().trim().parse().unwrap();
-        assert!(runs >= 2, "{l}");
+        assert_eq!(runs, 2, "{l}");
     }
 }
 
@@ -117,21 +117,88 @@ fn postgres_two_executing_runs_are_recorded_and_shown() {
     two_runs_are_recorded_and_shown(&db);
     let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     let runs: i64 = client
-        .query_one("SELECT COUNT(*) FROM runs WHERE source = 'harness'", &[])
+        .query_one("SELECT COUNT(*) FROM runs", &[])
         .unwrap()
         .get(0);
     assert_eq!(runs, 2);
-    drop(client);
-    admin
-        .batch_execute(&format!("DROP DATABASE {name}"))
-        .unwrap();
+}
+
+/// A fresh PostgreSQL database on scripts/pg-up's server, dropped with the guard.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new(tag: &str) -> PgDb {
+        let admin_url = std::env::var("SERVETEST_PG_URL")
+            .expect("SERVETEST_PG_URL is not set: run `eval \"$(scripts/pg-up)\"` first");
+        let name = format!("servetest_{tag}_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        PgDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
 }
 
 #[test]
-fn two_runs_write_one_sqlite_database_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("shared.db");
-    let db = db.to_str().unwrap();
+fn two_runs_write_one_postgres_database_at_once() {
+    let pg = PgDb::new("concurrent");
+    concurrent_runs(&pg.url);
+    let mut c = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let row = c
+        .query_one(
+            "SELECT COUNT(DISTINCT run_id), COUNT(DISTINCT run_id || test_name) FROM results",
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 4));
+}
+
+#[test]
+fn an_unreachable_postgres_stops_the_run_before_any_job() {
+    let out = tempfile::tempdir().unwrap();
+    // A closed loopback port: the connection is refused at once.
+    let o = recorded_run("postgres://servetest:pw@127.0.0.1:9/none", out.path())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("results history postgres://servetest:<redacted>@127.0.0.1:9/none: "),
+        "{t}"
+    );
+    assert!(!t.contains("pw@"), "the password is not shown: {t}");
+    assert!(
+        !out.path().join("script_perf_bench-sweep").exists(),
+        "nothing was submitted"
+    );
+}
+
+/// Two recorded runs started together into `db`.
+fn concurrent_runs(db: &str) {
     let outs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let children: Vec<_> = outs
         .iter()
@@ -147,6 +214,14 @@ fn two_runs_write_one_sqlite_database_at_once() {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", text(&o));
     }
+}
+
+#[test]
+fn two_runs_write_one_sqlite_database_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let db = db.to_str().unwrap();
+    concurrent_runs(db);
     let conn = rusqlite::Connection::open(db).unwrap();
     let (runs, cases): (i64, i64) = conn
         .query_row(

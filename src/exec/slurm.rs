@@ -251,6 +251,7 @@ impl Executor for SlurmExecutor {
             .arg(&plan.script_path)
             .current_dir(&plan.dir)
             .output()
+            .inspect_err(|_| plan.remove_private_env())
             .map_err(|source| match source.kind() {
                 std::io::ErrorKind::NotFound => ExecError::Missing {
                     program: "sbatch".into(),

@@ -38,9 +38,14 @@ pub struct Change {
 
 impl Change {
     /// (after − before) / before.
+    /// (after − before) / before; from a level of 0, any rise is infinite (0 failures → some).
     pub fn relative(&self) -> f64 {
         if self.before == 0.0 {
-            0.0
+            if self.after == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY.copysign(self.after)
+            }
         } else {
             (self.after - self.before) / self.before
         }
@@ -99,6 +104,9 @@ pub fn welch_p(a: &[f64], b: &[f64]) -> f64 {
         return if ma == mb { 1.0 } else { 0.0 };
     }
     let t = (ma - mb) / se2.sqrt();
+    if !t.is_finite() {
+        return 1.0;
+    }
     // Welch–Satterthwaite degrees of freedom.
     let df_den =
         va * va / (a.len() as f64 - 1.0).max(1.0) + vb * vb / (b.len() as f64 - 1.0).max(1.0);
@@ -115,6 +123,11 @@ pub fn welch_p(a: &[f64], b: &[f64]) -> f64 {
 
 /// Every accepted change point of `x`, in index order.
 pub fn detect(x: &[f64], s: Settings) -> Vec<Change> {
+    // A NaN or an infinity has no place in a mean or a distance: such a series has no verdict
+    // (series() drops those values before it gets here).
+    if x.iter().any(|v| !v.is_finite()) {
+        return Vec::new();
+    }
     let mut found = Vec::new();
     segment(x, 0, s, &mut found);
     found.sort_by_key(|c| c.index);
@@ -132,7 +145,8 @@ fn segment(x: &[f64], offset: usize, s: Settings, found: &mut Vec<Change>) {
     };
     let (a, b) = x.split_at(tau);
     let p = welch_p(a, b);
-    if p > s.max_p {
+    // `!(p <= max)`: a NaN p-value (non-finite input) is never a change.
+    if !(p <= s.max_p) {
         return;
     }
     found.push(Change {

@@ -12,11 +12,13 @@ use super::store::Point;
 /// The history page's file name beside a run's report.html.
 pub const PAGE_NAME: &str = "history.html";
 
-/// One series: a case's metric at one concurrency over runs.
+/// One series: a case's metric at one concurrency over runs on one executor and GPU type.
 pub struct Series<'a> {
     pub test_name: &'a str,
     pub metric: &'a str,
     pub concurrency: i64,
+    pub executor: &'a str,
+    pub gpu_type: &'a str,
     pub points: Vec<&'a Point>,
     pub changes: Vec<Change>,
 }
@@ -28,55 +30,106 @@ impl Series<'_> {
         } else {
             format!(" @ concurrency {}", self.concurrency)
         };
-        format!("{} · {}{conc}", self.test_name, self.metric)
+        format!(
+            "{} · {}{conc} · {} {}",
+            self.test_name, self.metric, self.executor, self.gpu_type
+        )
     }
 
-    /// A regression: a change point among the last `recent` runs that moved the metric the bad way
-    /// (latency up, throughput or a score down) by more than `min_relative`.
-    pub fn regression(&self, recent: usize, min_relative: f64) -> Option<&Change> {
-        let n = self.points.len();
-        self.changes.iter().rev().find(|c| {
-            let worse = if lower_is_better(self.metric) {
-                c.relative() > min_relative
-            } else {
-                -c.relative() > min_relative
-            };
-            c.index + recent >= n && worse
-        })
+    /// A regression: the newest level (after the latest change point) is worse than the level
+    /// before it — latency up, throughput or a score down — by more than `min_relative`; with
+    /// `recent`, only when that change point is among the last `recent` runs. A regression stays
+    /// flagged on later nights until a change point moves the metric back. Metrics without a known
+    /// direction are never gated.
+    pub fn regression(&self, recent: Option<usize>, min_relative: f64) -> Option<&Change> {
+        let lower = direction(self.metric)?;
+        let c = self.changes.last()?;
+        let worse = if lower { c.relative() } else { -c.relative() };
+        let in_window = recent.is_none_or(|r| c.index + r >= self.points.len());
+        (worse > min_relative && in_window).then_some(c)
     }
 }
 
-/// Latencies are better low; throughputs, scores and counts of passes high.
-pub fn lower_is_better(metric: &str) -> bool {
-    metric.ends_with("_ms")
-        || metric.ends_with("_s")
-        || metric == "failed"
-        || metric.contains("latency")
+/// Whether a lower value is better (`Some(true)`: latencies, failures, durations), higher
+/// (`Some(false)`: throughputs, completed requests, accuracy scores, FLOP/s and MFU), or unknown
+/// (`None`: statistics such as std, token counts; the gate leaves those alone).
+pub fn direction(metric: &str) -> Option<bool> {
+    let m = metric;
+    if m.starts_with("std_") || m.ends_with("_tokens") || m.starts_with("total_") {
+        return None;
+    }
+    if m.ends_with("_ms")
+        || m.contains("latency")
+        || matches!(m, "failed" | "infer_failed" | "duration")
+    {
+        Some(true)
+    } else if m.ends_with("_throughput")
+        || m.ends_with("tokens_per_s")
+        || m.ends_with("_tflops")
+        || m.ends_with("_mfu")
+        || matches!(m, "completed" | "infer_passed" | "request_goodput")
+        // lm-eval scores: task/metric/filter.
+        || m.matches('/').count() == 2
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The metrics `--gate` judges unless `--metric` names one: gating every recorded metric would turn
+/// a 1 % false-alarm rate per series into many alarms a night (a benchmark records ~40 numbers per
+/// concurrency).
+pub const GATED_BY_DEFAULT: &[&str] = &[
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "median_tpot_ms",
+    "median_itl_ms",
+    "median_e2el_ms",
+    "request_throughput",
+    "output_throughput",
+    "failed",
+];
+
+/// Whether `--gate` judges `metric` when no `--metric` was given (accuracy scores always).
+pub fn gated_by_default(metric: &str) -> bool {
+    GATED_BY_DEFAULT.contains(&metric) || metric.matches('/').count() == 2
 }
 
 /// Points grouped into series (a changed case file starts a new series: only its newest content's
 /// points are kept), each with its change points.
 pub fn series(points: &[Point], settings: Settings) -> Vec<Series<'_>> {
-    let mut by: BTreeMap<(&str, &str, i64), Vec<&Point>> = BTreeMap::new();
-    for p in points {
-        by.entry((&p.test_name, &p.metric, p.concurrency))
-            .or_default()
-            .push(p);
+    type Key<'a> = (&'a str, &'a str, i64, &'a str, &'a str);
+    let mut by: BTreeMap<Key, Vec<&Point>> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.value.is_finite()) {
+        by.entry((
+            &p.test_name,
+            &p.metric,
+            p.concurrency,
+            &p.executor,
+            &p.gpu_type,
+        ))
+        .or_default()
+        .push(p);
     }
     by.into_iter()
-        .map(|((test_name, metric, concurrency), mut pts)| {
-            if let Some(hash) = pts.last().map(|p| p.case_hash.clone()) {
-                pts.retain(|p| p.case_hash == hash);
-            }
-            let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-            Series {
-                test_name,
-                metric,
-                concurrency,
-                changes: detect(&values, settings),
-                points: pts,
-            }
-        })
+        .map(
+            |((test_name, metric, concurrency, executor, gpu_type), mut pts)| {
+                if let Some(hash) = pts.last().map(|p| p.case_hash.clone()) {
+                    pts.retain(|p| p.case_hash == hash);
+                }
+                let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
+                Series {
+                    test_name,
+                    metric,
+                    concurrency,
+                    executor,
+                    gpu_type,
+                    changes: detect(&values, settings),
+                    points: pts,
+                }
+            },
+        )
         .collect()
 }
 
@@ -207,7 +260,7 @@ figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 520p
 pub fn html(
     series: &[Series],
     source: &str,
-    recent: usize,
+    recent: Option<usize>,
     min_relative: f64,
 ) -> Result<String, String> {
     let mut items = Vec::new();
@@ -247,8 +300,11 @@ pub struct Options {
     pub db: Option<String>,
     pub out: Option<std::path::PathBuf>,
     pub gate: bool,
-    pub recent: usize,
+    /// Only change points among this many newest runs count (`None`: the latest, wherever).
+    pub recent: Option<usize>,
     pub min_change: f64,
+    /// `--metric` was given: gate it even if it is not among `GATED_BY_DEFAULT`.
+    pub chosen_metric: bool,
 }
 
 fn open(db: Option<String>) -> Result<super::Store, String> {
@@ -296,6 +352,7 @@ pub fn run(
     eprintln!("servetest: history page {}", out.display());
     let regressions: Vec<String> = all
         .iter()
+        .filter(|s| opts.chosen_metric || gated_by_default(s.metric))
         .filter_map(|s| {
             s.regression(opts.recent, opts.min_change).map(|c| {
                 format!(
@@ -312,9 +369,11 @@ pub fn run(
     if opts.gate {
         if regressions.is_empty() {
             println!(
-                "gate: no regression in the last {} run(s) of {} series",
-                opts.recent,
-                all.len()
+                "gate: no regression in {} series{}",
+                all.len(),
+                opts.recent
+                    .map(|r| format!(" (change points in the last {r} run(s))"))
+                    .unwrap_or_default()
             );
         } else {
             println!(
@@ -407,6 +466,8 @@ mod tests {
                 concurrency: 4,
                 metric: metric.into(),
                 value: *v,
+                executor: "local".into(),
+                gpu_type: "CPU".into(),
             })
             .collect()
     }
@@ -425,10 +486,10 @@ mod tests {
         let all = series(&p, Settings::default());
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].changes.len(), 1, "{:?}", all[0].changes);
-        let reg = all[0].regression(3, 0.05).expect("a regression");
+        let reg = all[0].regression(Some(3), 0.05).expect("a regression");
         assert_eq!(reg.index, 20);
-        assert!(all[0].regression(3, 0.2).is_none(), "below --min-change");
-        let page = html(&all, "test.db", 3, 0.05).unwrap();
+        assert!(all[0].regression(None, 0.2).is_none(), "below --min-change");
+        let page = html(&all, "test.db", None, 0.05).unwrap();
         assert!(
             page.contains(r#"data-runs="23" data-changes="1""#),
             "{page}"
@@ -443,7 +504,7 @@ mod tests {
         let p = points("output_throughput", &stepped(110.0), 0);
         let all = series(&p, Settings::default());
         assert_eq!(all[0].changes.len(), 1);
-        assert!(all[0].regression(3, 0.0).is_none());
+        assert!(all[0].regression(None, 0.0).is_none());
     }
 
     #[test]
@@ -452,5 +513,70 @@ mod tests {
         let all = series(&p, Settings::default());
         assert_eq!(all[0].points.len(), 3, "only the newest content's runs");
         assert!(all[0].changes.is_empty());
+    }
+
+    #[test]
+    fn directions_are_known_or_left_out_of_the_gate() {
+        for m in [
+            "median_ttft_ms",
+            "p99_e2el_ms",
+            "failed",
+            "infer_failed",
+            "duration",
+            "prefill_latency_ms",
+        ] {
+            assert_eq!(direction(m), Some(true), "{m}");
+        }
+        for m in [
+            "output_throughput",
+            "max_output_tokens_per_s",
+            "completed",
+            "tiny_greedy/exact_match/none",
+            "prefill_mfu",
+        ] {
+            assert_eq!(direction(m), Some(false), "{m}");
+        }
+        for m in ["std_ttft_ms", "total_input_tokens", "seq_len"] {
+            assert_eq!(direction(m), None, "{m}");
+        }
+        assert!(gated_by_default("median_ttft_ms") && !gated_by_default("mean_itl_ms"));
+    }
+
+    #[test]
+    fn failures_rising_from_zero_and_a_regression_on_a_later_night_are_gated() {
+        // 0 failures for 20 runs, then 2 for 3 runs: a rise from zero is a regression.
+        let mut v = vec![0.0; 20];
+        v.extend([2.0, 2.0, 3.0, 2.0, 2.0, 3.0]);
+        let p = points("failed", &v, 0);
+        let all = series(&p, Settings::default());
+        assert!(
+            all[0].regression(None, 0.5).is_some(),
+            "{:?}",
+            all[0].changes
+        );
+        // The step of the first test, five nights later: still flagged without --recent, not with
+        // --recent 3.
+        let mut v = stepped(110.0);
+        v.extend([110.0, 109.0, 111.0, 110.0, 110.5]);
+        let p = points("median_ttft_ms", &v, 0);
+        let all = series(&p, Settings::default());
+        assert!(all[0].regression(None, 0.05).is_some());
+        assert!(all[0].regression(Some(3), 0.05).is_none());
+    }
+
+    #[test]
+    fn non_finite_values_are_not_points_of_a_series() {
+        let mut v = stepped(100.0);
+        v[5] = f64::NAN;
+        v[7] = f64::INFINITY;
+        let p = points("median_ttft_ms", &v, 0);
+        let all = series(&p, Settings::default());
+        assert_eq!(all[0].points.len(), v.len() - 2);
+        assert!(all[0].changes.is_empty(), "{:?}", all[0].changes);
+        assert!(detect(
+            &[1.0, f64::NAN, 1.0, 5.0, 5.0, f64::INFINITY, 5.0],
+            Settings::default()
+        )
+        .is_empty());
     }
 }

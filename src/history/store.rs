@@ -77,6 +77,9 @@ pub struct Point {
     pub concurrency: i64,
     pub metric: String,
     pub value: f64,
+    /// The run's executor and GPU type: a series never mixes machines or executors.
+    pub executor: String,
+    pub gpu_type: String,
 }
 
 enum Backend {
@@ -122,9 +125,11 @@ fn metric_values(r: &Row) -> Vec<(String, Option<f64>)> {
     if r.metrics.is_empty() {
         vec![(String::new(), None)]
     } else {
+        // NaN and infinities (a log that printed them) are kept as missing values, never as numbers
+        // a series could be judged by.
         r.metrics
             .iter()
-            .map(|(k, v)| (k.clone(), Some(*v)))
+            .map(|(k, v)| (k.clone(), Some(*v).filter(|v| v.is_finite())))
             .collect()
     }
 }
@@ -322,7 +327,8 @@ impl Store {
         last: usize,
     ) -> Result<Vec<Point>, String> {
         let err = |e: &dyn std::fmt::Display| format!("results history {}: {e}", self.shown);
-        let sql = "SELECT r.run_id, runs.started, r.test_name, r.case_hash, r.concurrency, r.metric, r.value \
+        let sql = "SELECT r.run_id, runs.started, r.test_name, r.case_hash, r.concurrency, r.metric, r.value, \
+            COALESCE(runs.executor, ''), COALESCE(runs.gpu_type, '') \
             FROM results r JOIN runs ON runs.run_id = r.run_id \
             WHERE r.state = 'COMPLETED' AND r.value IS NOT NULL AND r.metric <> '' \
             ORDER BY r.test_name, r.metric, r.concurrency, runs.started, r.recorded";
@@ -339,6 +345,8 @@ impl Store {
                             concurrency: row.get(4)?,
                             metric: row.get(5)?,
                             value: row.get(6)?,
+                            executor: row.get(7)?,
+                            gpu_type: row.get(8)?,
                         })
                     })
                     .map_err(|e| err(&e))?;
@@ -356,19 +364,29 @@ impl Store {
                     concurrency: row.get(4),
                     metric: row.get(5),
                     value: row.get(6),
+                    executor: row.get(7),
+                    gpu_type: row.get(8),
                 })
                 .collect(),
         };
         points.retain(|p| {
-            (cases.is_empty() || cases.iter().any(|c| c == &p.test_name))
+            p.value.is_finite()
+                && (cases.is_empty() || cases.iter().any(|c| c == &p.test_name))
                 && metric.is_none_or(|m| m == p.metric)
         });
-        // At most `last` runs per series (case, metric, concurrency), newest kept.
-        let mut by: HashMap<(String, String, i64), Vec<Point>> = HashMap::new();
+        // At most `last` runs per series (case, metric, concurrency, executor, GPU), newest kept.
+        type Key = (String, String, i64, String, String);
+        let mut by: HashMap<Key, Vec<Point>> = HashMap::new();
         for p in points {
-            by.entry((p.test_name.clone(), p.metric.clone(), p.concurrency))
-                .or_default()
-                .push(p);
+            by.entry((
+                p.test_name.clone(),
+                p.metric.clone(),
+                p.concurrency,
+                p.executor.clone(),
+                p.gpu_type.clone(),
+            ))
+            .or_default()
+            .push(p);
         }
         let mut out: Vec<Point> = by
             .into_values()

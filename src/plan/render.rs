@@ -492,9 +492,14 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         .iter()
         .map(|(k, v)| format!("{k}={}", shell_words::quote(v)))
         .collect();
+    let runtime = crate::secrets::runtime_root(profile.and_then(|p| p.runtime_dir.as_deref()));
+    if !case_env.is_empty() {
+        crate::secrets::check_outside(&runtime, input.out_root)
+            .map_err(|r| value_err("environment", r))?;
+    }
     let private_env = (!case_env.is_empty()).then(|| PrivateEnv {
-        path: crate::secrets::runtime_root(profile.and_then(|p| p.runtime_dir.as_deref()))
-            .join(input.run_id)
+        path: runtime
+            .join(crate::secrets::run_dir_name(input.run_id))
             .join(format!("{}.env", case.name)),
         text: case_env
             .iter()
