@@ -634,8 +634,8 @@ fn bench_runs_are_recorded_in_the_results_history() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer");
-    for _ in 0..2 {
-        let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+    let bench = |db: &Path, levels: &str| {
+        Command::new(env!("CARGO_BIN_EXE_servetest"))
             .args([
                 "bench",
                 "--base-url",
@@ -653,10 +653,13 @@ fn bench_runs_are_recorded_in_the_results_history() {
                 "--output-len",
                 "4",
             ])
-            .args(["--concurrency-list", "1 2"])
-            .env("SERVETEST_DB", &db)
+            .args(["--concurrency-list", levels])
+            .env("SERVETEST_DB", db)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let o = bench(&db, "1 2");
         assert!(o.status.success(), "{}", text(&o));
     }
     let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
@@ -669,37 +672,13 @@ fn bench_runs_are_recorded_in_the_results_history() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     for c in [1, 2] {
-        assert!(
-            t.contains(&format!(
-                "| bench:m:Random:16/4 | median_ttft_ms | {c} | 2 |"
-            )),
-            "{t}"
-        );
+        let line = format!("| bench:m:Random:16/4 | median_ttft_ms | {c} | 2 |");
+        assert!(t.contains(&line), "{t}");
     }
     assert!(t.contains("gate: no regression"), "{t}");
     assert!(dir.path().join("history.html").exists());
-    // An unopenable database stops the benchmark before any request; --no-history runs it.
-    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
-        .args([
-            "bench",
-            "--base-url",
-            &sim.url,
-            "--model",
-            "m",
-            "--tokenizer",
-        ])
-        .arg(&tokenizer)
-        .args([
-            "--num-prompts",
-            "2",
-            "--input-len",
-            "16",
-            "--output-len",
-            "4",
-        ])
-        .env("SERVETEST_DB", "/nonexistent-dir/h.db")
-        .output()
-        .unwrap();
+    // An unopenable database stops the benchmark before any request.
+    let o = bench(Path::new("/nonexistent-dir/h.db"), "1");
     assert!(!o.status.success());
     assert!(
         text(&o).contains("results history /nonexistent-dir/h.db"),

@@ -281,18 +281,14 @@ pub fn html(
             regression => regression,
         });
     }
-    let mut env = minijinja::Environment::new();
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-    env.add_template("page", PAGE).map_err(|e| e.to_string())?;
-    env.get_template("page")
-        .and_then(|t| {
-            t.render(minijinja::context! {
-                title => "servetest results history",
-                summary => format!("{} series from {source}", series.len()),
-                series => items,
-            })
-        })
-        .map_err(|e| e.to_string())
+    crate::report::html::page(
+        PAGE,
+        minijinja::context! {
+            title => "servetest results history",
+            summary => format!("{} series from {source}", series.len()),
+            series => items,
+        },
+    )
 }
 
 /// What `servetest report history` was asked besides the selection.

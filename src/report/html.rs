@@ -439,6 +439,18 @@ fn metrics_table(rows: &[&Row]) -> minijinja::Value {
     table("metrics", false, header, body)
 }
 
+/// Renders a page template with HTML auto-escaping (every value from results or case names is
+/// escaped; only pre-rendered SVG is marked safe in the templates).
+pub fn page(template: &str, ctx: minijinja::Value) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.add_template("page", template)
+        .map_err(|e| e.to_string())?;
+    env.get_template("page")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| e.to_string())
+}
+
 /// The page for `rows` (one run), with `baseline` rows drawn beside them when given.
 pub fn render(
     title: &str,
@@ -518,20 +530,16 @@ pub fn render_linked(
         rows.len(),
         rows.iter().filter(|r| r.state != "COMPLETED").count()
     );
-    let mut env = minijinja::Environment::new();
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-    env.add_template("page", PAGE).map_err(|e| e.to_string())?;
-    env.get_template("page")
-        .and_then(|t| {
-            t.render(minijinja::context! {
-                title => title,
-                summary => summary,
-                baseline => baseline.map(|b| b.0),
-                history => history,
-                cases => cases,
-            })
-        })
-        .map_err(|e| e.to_string())
+    page(
+        PAGE,
+        minijinja::context! {
+            title => title,
+            summary => summary,
+            baseline => baseline.map(|b| b.0),
+            history => history,
+            cases => cases,
+        },
+    )
 }
 
 /// Renders `<run_dir>/results.json` (with an optional baseline run's results) to `out`
