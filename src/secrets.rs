@@ -312,7 +312,9 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&file), 0o600);
-        remove_private_files();
+        // (Not remove_private_files: it is process-wide, and other tests' files are live.)
+        remove_private_file(&file);
+        std::fs::remove_dir(&dir).unwrap();
         assert!(!file.exists() && !dir.exists());
         // A root others can write to is refused: they could swap the file the job sources.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -681,6 +681,8 @@ mod tests {
             !env_file.exists(),
             "the job removes its environment file once read"
         );
+        plan.remove_private_env();
+        let _ = std::fs::remove_dir(env_file.parent().unwrap());
         for marker in ["PWNED", "PWNED2", "PWNED3", "PWNED4", "x"] {
             assert!(
                 !tmp.path().join(marker).exists(),
