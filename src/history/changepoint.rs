@@ -145,8 +145,8 @@ fn segment(x: &[f64], offset: usize, s: Settings, found: &mut Vec<Change>) {
     };
     let (a, b) = x.split_at(tau);
     let p = welch_p(a, b);
-    // `!(p <= max)`: a NaN p-value (non-finite input) is never a change.
-    if !(p <= s.max_p) {
+    // A NaN p-value (non-finite input) is never a change.
+    if p.is_nan() || p > s.max_p {
         return;
     }
     found.push(Change {
