@@ -55,15 +55,32 @@ fn series_key(r: &Row) -> String {
 }
 
 /// Rows grouped by `series_key`, each group sorted by concurrency.
+/// Rows that still share a key and a concurrency (a script step that benchmarks two request shapes
+/// it does not name) go to separate lines, `key (2)`, … in the order they were written, so no line
+/// ever jumps vertically at one concurrency.
 fn group<'a>(rows: &[&'a Row]) -> Vec<(String, Vec<&'a Row>)> {
-    let mut by: BTreeMap<String, Vec<&'a Row>> = BTreeMap::new();
+    let mut by: BTreeMap<String, Vec<Vec<&'a Row>>> = BTreeMap::new();
     for r in rows {
-        by.entry(series_key(r)).or_default().push(r);
+        let lines = by.entry(series_key(r)).or_default();
+        match lines
+            .iter_mut()
+            .find(|l| l.iter().all(|o| o.concurrency != r.concurrency))
+        {
+            Some(line) => line.push(r),
+            None => lines.push(vec![r]),
+        }
     }
     by.into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by_key(|r| r.concurrency);
-            (k, v)
+        .flat_map(|(k, lines)| {
+            lines.into_iter().enumerate().map(move |(i, mut v)| {
+                v.sort_by_key(|r| r.concurrency);
+                let key = if i == 0 {
+                    k.clone()
+                } else {
+                    format!("{k} ({})", i + 1)
+                };
+                (key, v)
+            })
         })
         .collect()
 }
@@ -771,5 +788,36 @@ mod tests {
             grids[4]
         );
         assert!(html.contains("decode compute (MFLOP/s)"));
+    }
+
+    #[test]
+    fn unnamed_shapes_at_one_concurrency_become_separate_lines() {
+        // A script case that benchmarks two shapes at concurrency 1 and 4 without naming them.
+        let rows: Vec<Row> = [(1, 10.0), (4, 20.0), (1, 30.0), (4, 40.0)]
+            .iter()
+            .map(|&(c, v)| {
+                row(
+                    "script_perf_two",
+                    Some(c),
+                    &[
+                        ("median_ttft_ms", v),
+                        ("median_e2el_ms", v),
+                        ("output_throughput", v),
+                        ("median_tpot_ms", v),
+                    ],
+                )
+            })
+            .collect();
+        let html = render("run", &rows, None).unwrap();
+        for fig in html.split("<figure class=\"chart\"").skip(1) {
+            let lines = lines_of(fig);
+            assert_eq!(lines.len(), 2, "{fig}");
+            if fig.starts_with(" data-x=\"concurrency\"") {
+                for xs in lines {
+                    assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
+                }
+            }
+        }
+        assert!(html.contains("tiny (2)"));
     }
 }
