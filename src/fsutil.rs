@@ -17,22 +17,29 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// leaving `.tmpXXXX` files next to the results.
 static IN_FLIGHT: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-/// Removes the temporary files of writes still in progress (before exiting on a signal).
+/// Removes the temporary files of writes still in progress, and keeps any new one from starting:
+/// the lock stays taken until the process exits (the signal handler calls this last, right before
+/// `exit`), so a trial thread cannot create a `.tmpXXXX` file after the sweep.
 pub fn remove_temporary_files() {
-    let paths = IN_FLIGHT.lock().map(|g| g.clone()).unwrap_or_default();
-    for p in paths {
+    let guard = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    for p in guard.iter() {
         let _ = std::fs::remove_file(p);
     }
+    std::mem::forget(guard);
 }
 
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    let tmp_path = tmp.path().to_path_buf();
-    if let Ok(mut g) = IN_FLIGHT.lock() {
+    // Created and registered under the lock, so the signal handler's sweep sees every file that
+    // exists (or, holding the lock, lets none be created after it).
+    let (tmp, tmp_path) = {
+        let mut g = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let tmp_path = tmp.path().to_path_buf();
         g.push(tmp_path.clone());
-    }
+        (tmp, tmp_path)
+    };
     let result = finish_write(tmp, path, bytes, mode);
     if let Ok(mut g) = IN_FLIGHT.lock() {
         g.retain(|p| p != &tmp_path);
