@@ -587,7 +587,9 @@ fn run_case(
         )));
     }
     if case.family.name == "cb" {
-        let note = crate::cb::run(case).map_err(Failed::from)?;
+        let result = crate::cb::run(case);
+        crate::history::record_in_process(case, &result);
+        let note = result.map_err(Failed::from)?;
         eprintln!("{}: {note}", case.name);
         return Ok(Completion::Completed);
     }

@@ -67,7 +67,7 @@ pub fn direction(metric: &str) -> Option<bool> {
         || m.ends_with("tokens_per_s")
         || m.ends_with("_tflops")
         || m.ends_with("_mfu")
-        || matches!(m, "completed" | "infer_passed" | "request_goodput")
+        || matches!(m, "completed" | "infer_passed" | "passed" | "request_goodput")
         // lm-eval scores: task/metric/filter.
         || m.matches('/').count() == 2
     {
