@@ -344,11 +344,13 @@ impl RunContext {
             },
             |r| self.progress.line(&self.heartbeat(case, r)),
         );
+        // The job has read its environment file and removed it, or it never started (or was given
+        // up on): either way the file has served.
+        if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
+            plan.remove_private_env();
+        }
         if !finished {
             self.opts.executor.cancel(std::slice::from_ref(&id));
-            if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
-                plan.remove_private_env();
-            }
             let record = self.opts.executor.table().get(&id).unwrap_or(record);
             self.track(case, &record);
             let _ = self.record_rows(case, &record, Vec::new());
@@ -361,10 +363,6 @@ impl RunContext {
             ));
         }
         self.track(case, &record);
-        // The job has read its environment file (and removed it); one never started has not.
-        if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
-            plan.remove_private_env();
-        }
         self.progress.line(&format!(
             "  {}: job {} {} (exit {})",
             case.name,
@@ -681,11 +679,10 @@ impl RunContext {
         Ok(blocks)
     }
 
-    /// Records a failed trial's reason in the results history (masked like every trial error).
+    /// Records a failed trial's reason in the results history (the store masks it).
     pub fn record_failure(&self, case: &Case, reason: &str) {
         if let Some(h) = &self.history {
-            let reason = crate::secrets::redact(reason);
-            if let Err(e) = h.store.record_failure(&h.run_id, &case.name, &reason) {
+            if let Err(e) = h.store.record_failure(&h.run_id, &case.name, reason) {
                 self.progress.line(&format!("  {}: {e}", case.name));
             }
         }
@@ -741,14 +738,12 @@ impl RunContext {
             let csv = opts.out_root.join(crate::report::results::CSV_NAME);
             if csv.exists() {
                 let rows = crate::report::baseline::load_rows(&csv)?;
-                let mut by: HashMap<&str, Vec<Row>> = HashMap::new();
-                for r in &rows {
-                    by.entry(&r.test_name).or_default().push(r.clone());
-                }
-                for (case, rows) in by {
-                    let hash = hashes.get(case).map_or("unknown", String::as_str);
-                    store.record(&run_id, &rows, hash)?;
-                }
+                store.record_by_case(&run_id, &rows, |case| {
+                    hashes
+                        .get(case)
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into())
+                })?;
             }
         }
         Ok(History {

@@ -94,9 +94,7 @@ pub fn record_in_process(case: &crate::case::Case, result: &Result<String, Strin
     let recorded = store
         .record(run_id, &[row], &store::case_hash(&case.path))
         .and_then(|()| match result {
-            Err(reason) => {
-                store.record_failure(run_id, &case.name, &crate::secrets::redact(reason))
-            }
+            Err(reason) => store.record_failure(run_id, &case.name, reason),
             Ok(_) => Ok(()),
         });
     if let Err(e) = recorded {

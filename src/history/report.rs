@@ -419,22 +419,17 @@ pub fn import(paths: &[std::path::PathBuf], db: Option<String>) -> Result<(), St
         meta.executor = rows.first().map(|r| r.executor.clone());
         meta.output_path = Some(abs.display().to_string());
         store.begin_run(&meta)?;
-        let mut by_case: BTreeMap<&str, Vec<crate::report::results::Row>> = BTreeMap::new();
-        for r in &rows {
-            by_case.entry(&r.test_name).or_default().push(r.clone());
-        }
-        for (case, rows) in &by_case {
-            let hash = hashes
-                .get(*case)
+        let cases = store.record_by_case(&meta.run_id, &rows, |case| {
+            hashes
+                .get(case)
                 .cloned()
-                .unwrap_or_else(|| format!("import:{case}"));
-            store.record(&meta.run_id, rows, &hash)?;
-        }
+                .unwrap_or_else(|| format!("import:{case}"))
+        })?;
         println!(
             "{}: {} row(s) of {} case(s) imported",
             path.display(),
             rows.len(),
-            by_case.len()
+            cases
         );
     }
     let (runs, results) = store.counts()?;

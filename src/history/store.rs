@@ -34,10 +34,7 @@ impl RunMeta {
     /// This machine and project now: version, git commit of the working directory's repository (if
     /// any), the engine version servetest recorded (`engine-versions.txt`), host.
     pub fn here(run_id: &str, source: &str) -> RunMeta {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let started = unix_now();
         let commit = std::process::Command::new("git")
             .args(["rev-parse", "HEAD"])
             .stderr(std::process::Stdio::null())
@@ -65,6 +62,13 @@ impl RunMeta {
             output_path: Some(crate::env::output_path().display().to_string()),
         }
     }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// One value of a series: a metric of a case at a concurrency in one run.
@@ -230,10 +234,7 @@ impl Store {
     /// Records one case's rows in one transaction; `case_hash` names the case file's content.
     pub fn record(&self, run_id: &str, rows: &[Row], case_hash: &str) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| format!("results history {}: {e}", self.shown);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = unix_now();
         match &mut *self.lock() {
             Backend::Sqlite(c) => {
                 let tx = c
@@ -292,6 +293,24 @@ impl Store {
         }
     }
 
+    /// Records `rows` of several cases, one transaction per case; `hash_of` names each case's file
+    /// content.
+    pub fn record_by_case(
+        &self,
+        run_id: &str,
+        rows: &[Row],
+        hash_of: impl Fn(&str) -> String,
+    ) -> Result<usize, String> {
+        let mut by: std::collections::BTreeMap<&str, Vec<Row>> = Default::default();
+        for r in rows {
+            by.entry(&r.test_name).or_default().push(r.clone());
+        }
+        for (case, rows) in &by {
+            self.record(run_id, rows, &hash_of(case))?;
+        }
+        Ok(by.len())
+    }
+
     /// Records why a case failed in this run (the newest reason wins: a resumed run's final attempt).
     pub fn record_failure(
         &self,
@@ -300,10 +319,9 @@ impl Store {
         reason: &str,
     ) -> Result<(), String> {
         let err = |e: &dyn std::fmt::Display| format!("results history {}: {e}", self.shown);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = unix_now();
+        // The trial's message quotes logs: masked like every trial error, whoever records it.
+        let reason = crate::secrets::redact(reason);
         let sql = "INSERT INTO failures (run_id, test_name, reason, recorded) VALUES ($1, $2, $3, $4) \
             ON CONFLICT (run_id, test_name) DO UPDATE SET reason = excluded.reason, recorded = excluded.recorded";
         match &mut *self.lock() {
