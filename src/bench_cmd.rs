@@ -1,6 +1,6 @@
 //! `servetest bench` and `servetest sim-server`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +26,8 @@ pub enum DatasetName {
 /// `servetest bench` swapped in (`cli::a_vllm_bench_serve_command_line_runs_unchanged`).
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Server base URL, e.g. http://127.0.0.1:8000 (loopback only unless --allow-remote; default
-    /// http://HOST:PORT).
+    /// Server base URL, e.g. http://127.0.0.1:8000 (loopback or $SERVETEST_CLUSTER_NETWORK unless
+    /// --allow-remote; default http://HOST:PORT).
     #[arg(long)]
     base_url: Option<String>,
     /// Server host when --base-url is not given (vLLM's --host).
@@ -143,7 +143,7 @@ pub struct BenchArgs {
     /// No progress bar (it shows only on a terminal anyway), as vLLM's --disable-tqdm.
     #[arg(long)]
     disable_tqdm: bool,
-    /// Allow a target that is not on loopback.
+    /// Allow a target outside loopback and the cluster network.
     #[arg(long)]
     allow_remote: bool,
     /// Do not record this run in the results history (also SERVETEST_DB=off).
@@ -224,19 +224,18 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-fn is_loopback(url: &str) -> Result<bool, String> {
+/// The target's host, after checking the URL is one this build can load (plain http).
+fn target_host(url: &str) -> Result<String, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid --base-url {url}: {e}"))?;
     if parsed.scheme() != "http" {
         return Err(format!(
             "{url}: only http:// is supported (this build has no TLS)"
         ));
     }
-    Ok(match parsed.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    })
+    parsed
+        .host_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("invalid --base-url {url}: no host"))
 }
 
 fn parse_levels(text: &str) -> Result<Vec<usize>, String> {
@@ -280,11 +279,8 @@ pub fn run(mut a: BenchArgs) -> Result<bool, String> {
             servetest::serve::engine::host_port(&a.host, a.port)
         )
     });
-    if !is_loopback(&base_url)? && !a.allow_remote {
-        return Err(format!(
-            "refusing to load a non-loopback target {base_url} without --allow-remote"
-        ));
-    }
+    servetest::netscope::check(&target_host(&base_url)?, a.allow_remote, "load the target")
+        .map_err(|e| format!("{e} ({base_url})"))?;
     if a.prefix_len > 0 {
         return Err(
             "--random-prefix-len: a shared random prefix is not supported yet (use 0)".into(),
@@ -583,9 +579,10 @@ fn result_path(
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
-    /// Address to listen on (loopback unless --allow-remote).
+    /// Address or host name to listen on (loopback or $SERVETEST_CLUSTER_NETWORK unless
+    /// --allow-remote).
     #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
+    host: String,
     /// 0 picks a free port.
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -610,18 +607,16 @@ pub struct SimArgs {
     /// Write the base URL here once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Allow listening on an address that is not loopback.
+    /// Allow listening on an address outside loopback and the cluster network.
     #[arg(long)]
     allow_remote: bool,
 }
 
 pub fn sim_server(a: SimArgs) -> Result<(), String> {
-    if !a.host.is_loopback() && !a.allow_remote {
-        return Err(format!(
-            "refusing to listen on non-loopback address {} without --allow-remote",
-            a.host
-        ));
-    }
+    servetest::netscope::check(&a.host, a.allow_remote, "listen on")?;
+    let ip = *servetest::netscope::resolve(&a.host)?
+        .first()
+        .ok_or_else(|| format!("host `{}` resolves to no address", a.host))?;
     let cfg = sim::SimConfig {
         ttft_ms: a.ttft_ms,
         ttft_per_token_us: a.ttft_per_token_us,
@@ -632,7 +627,7 @@ pub fn sim_server(a: SimArgs) -> Result<(), String> {
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let (addr, handle) = sim::spawn(cfg, SocketAddr::new(a.host, a.port))
+        let (addr, handle) = sim::spawn(cfg, SocketAddr::new(ip, a.port))
             .await
             .map_err(|e| e.to_string())?;
         let url = format!("http://{addr}");

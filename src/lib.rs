@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod harness;
 pub mod history;
 pub mod latency;
+pub mod netscope;
 pub mod plan;
 pub mod report;
 pub mod report_cases;

@@ -1,6 +1,5 @@
 //! `servetest serve`: one engine server in the foreground until Ctrl-C/SIGTERM.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ pub struct Options {
     /// Model directory (e.g. models/tiny from scripts/make-tiny-model).
     #[arg(long)]
     pub model: PathBuf,
-    /// Address to bind (loopback unless --allow-remote).
+    /// Address or host name to bind (loopback or $SERVETEST_CLUSTER_NETWORK unless --allow-remote).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// 0 picks a free port.
@@ -34,7 +33,7 @@ pub struct Options {
     /// Write the base URL here once healthy (for scripts).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
-    /// Allow binding a non-loopback address.
+    /// Allow binding an address outside loopback and the cluster network.
     #[arg(long)]
     pub allow_remote: bool,
     /// Extra environment for the server, NAME=VALUE (repeatable).
@@ -48,17 +47,7 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<(), String> {
     let engine = by_name(&opts.engine)
         .ok_or_else(|| format!("unknown engine `{}` (known: vllm)", opts.engine))?;
-    let loopback = opts
-        .host
-        .parse::<IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(opts.host == "localhost");
-    if !loopback && !opts.allow_remote {
-        return Err(format!(
-            "refusing to listen on non-loopback address {} without --allow-remote",
-            opts.host
-        ));
-    }
+    servetest::netscope::check(&opts.host, opts.allow_remote, "listen on")?;
     if !opts.model.join("config.json").exists() {
         return Err(format!(
             "{} has no config.json; build the tiny model with scripts/make-tiny-model --out {}",

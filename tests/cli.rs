@@ -125,7 +125,23 @@ fn list_shows_ignored_cases_with_the_reason() {
 fn serve_refuses_remote_addresses_and_missing_models() {
     let o = servetest(&["serve", "--model", "models/tiny", "--host", "0.0.0.0"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("refusing to listen on non-loopback address 0.0.0.0"));
+    assert!(
+        text(&o).contains("refusing to listen on 0.0.0.0: it is not loopback"),
+        "{}",
+        text(&o)
+    );
+    // A cluster network admits its own addresses only (src/netscope.rs); nothing is bound here.
+    let o = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["sim-server", "--host", "10.9.9.9"])
+        .env("SERVETEST_CLUSTER_NETWORK", "10.1.2.0/24")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("it is not loopback or the cluster network 10.1.2.0/24"),
+        "{}",
+        text(&o)
+    );
     let o = servetest(&["serve", "--model", "/nonexistent/model"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("has no config.json"));
@@ -157,7 +173,11 @@ fn bench_refuses_remote_targets_and_saves_partial_results_on_ctrl_c() {
         "m",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("non-loopback target"), "{}", text(&o));
+    assert!(
+        text(&o).contains("refusing to load the target 10.1.2.3: it is not loopback"),
+        "{}",
+        text(&o)
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let ready = tmp.path().join("url");

@@ -488,12 +488,14 @@ fn single_image(model: &Path) -> Result<String, String> {
     )
 }
 
-/// `--allow-remote` when the server is not on loopback (a cluster node the job allocated).
+/// `--allow-remote` when the server is not on loopback (a cluster node the job allocated), unless the
+/// profile names the cluster network, which the client then checks the server is in.
 fn remote(base: &str) -> Vec<&'static str> {
     let local = ["://127.0.0.1:", "://localhost:", "://[::1]:"]
         .iter()
         .any(|l| base.contains(l));
-    if local {
+    let internal = crate::netscope::cluster_network().ok().flatten().is_some();
+    if local || internal {
         Vec::new()
     } else {
         vec!["--allow-remote"]

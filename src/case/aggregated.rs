@@ -327,6 +327,7 @@ pub fn validate(spec: &AggregatedSpec) -> Vec<Violation> {
             "neither infer nor perf is on: nothing would run",
         ));
     }
+    spec.slurm.refuse_nodes("aggregated", &mut v);
     if let Err(reason) = super::validate::parse_slurm_time(&spec.slurm.job_time) {
         v.push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
     }

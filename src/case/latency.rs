@@ -198,6 +198,7 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
     if spec.num_iters == 0 {
         violations.push(Violation::error("num_iters", "must be at least 1"));
     }
+    spec.slurm.refuse_nodes("latency", &mut violations);
     if let Err(reason) = super::validate::parse_slurm_time(&spec.slurm.job_time) {
         violations
             .push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));

@@ -4,12 +4,14 @@
 //!
 //! ```yaml
 //! metadata: {description: "…", supported_gpus: [GB200]}   # both optional
-//! slurm: {partition: p, account: a, job_time: "00:05:00", extra_args: "--exclusive"}
+//! slurm: {partition: p, account: a, job_time: "00:05:00", extra_args: "--exclusive", nodes: 2}
 //! environment: {FOO: bar}
 //! steps:
 //!   - name: bench
 //!     run: "python bench.py --n 3"          # bash -c; or `argv: [python, bench.py]`
 //!     ntasks: 1
+//!     node: 1        # first node of the allocation this step runs on (0-based; default 0)
+//!     nodes: 1       # how many nodes from there (default 1)
 //! ```
 
 use std::collections::BTreeMap;
@@ -62,6 +64,27 @@ pub struct ScriptSlurm {
     pub job_time: String,
     #[serde(default)]
     pub extra_args: Option<String>,
+    /// Nodes the job allocates (`--nodes`, default 1); steps pick theirs with `node`/`nodes`.
+    /// Script cases only: the other families that share this section size their own jobs.
+    #[serde(default)]
+    pub nodes: Option<u64>,
+}
+
+impl ScriptSlurm {
+    pub fn nodes(&self) -> u64 {
+        self.nodes.unwrap_or(1)
+    }
+
+    /// For families whose node count comes from the case itself (`family`), a `nodes` key is
+    /// refused rather than ignored.
+    pub fn refuse_nodes(&self, family: &str, violations: &mut Vec<Violation>) {
+        if self.nodes.is_some() {
+            violations.push(Violation::error(
+                "slurm.nodes",
+                format!("the {family} family sizes its job itself; `nodes` is for script cases"),
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -75,6 +98,12 @@ pub struct Step {
     pub argv: Option<Vec<String>>,
     #[serde(default = "one")]
     pub ntasks: u64,
+    /// Index of the step's first node in the allocation (0-based).
+    #[serde(default)]
+    pub node: u64,
+    /// Nodes the step spans from `node` on.
+    #[serde(default = "one")]
+    pub nodes: u64,
 }
 
 fn one() -> u64 {
@@ -113,6 +142,9 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
         violations
             .push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
     }
+    if spec.slurm.nodes == Some(0) {
+        violations.push(Violation::error("slurm.nodes", "must be at least 1"));
+    }
     if spec.steps.is_empty() {
         violations.push(Violation::error("steps", "needs at least one step"));
     }
@@ -127,6 +159,27 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
                 violations.push(Violation::error(format!("{key}.argv"), "is empty"))
             }
             _ => {}
+        }
+        if step.nodes == 0 {
+            violations.push(Violation::error(
+                format!("{key}.nodes"),
+                "must be at least 1",
+            ));
+        } else if step.node + step.nodes > spec.slurm.nodes() {
+            violations.push(Violation::error(
+                format!("{key}.node"),
+                format!(
+                    "nodes {}..{} are outside the job's {} node(s) (slurm.nodes)",
+                    step.node,
+                    step.node + step.nodes - 1,
+                    spec.slurm.nodes()
+                ),
+            ));
+        } else if step.ntasks < step.nodes {
+            violations.push(Violation::error(
+                format!("{key}.ntasks"),
+                format!("{} task(s) cannot span {} nodes", step.ntasks, step.nodes),
+            ));
         }
         if step.ntasks == 0 {
             violations.push(Violation::error(

@@ -31,6 +31,10 @@ pub struct ClusterProfile {
     /// (multi-node clusters). Default 127.0.0.1.
     #[serde(default)]
     pub serve_host: Option<String>,
+    /// The cluster's private network (CIDR): servers, routers and clients of a job may listen on
+    /// and send to its addresses without `--allow-remote` (src/netscope.rs).
+    #[serde(default)]
+    pub network: Option<String>,
     /// Where private runtime files (the case environment a job sources) are written: a directory
     /// every node sees, outside OUTPUT_PATH. Default: see `secrets::runtime_root`.
     #[serde(default)]
@@ -65,6 +69,12 @@ impl ClusterProfile {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
+        if let Some(n) = &profile.network {
+            crate::netscope::parse(n).map_err(|reason| ProfileError::Invalid {
+                path: shown.clone(),
+                reason,
+            })?;
+        }
         if let Some(t) = &profile.time_limit {
             crate::case::validate::parse_slurm_time(t).map_err(|reason| ProfileError::Invalid {
                 path: shown,

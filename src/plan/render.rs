@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::case::validate::{parse_env_assignments, parse_slurm_time};
 use crate::case::{Case, CaseSpec};
+use crate::plan::placement::Nodes;
 use crate::plan::profile::ClusterProfile;
 
 const TEMPLATE: &str = include_str!("../../scripts/templates/job.sbatch.j2");
@@ -20,8 +21,8 @@ pub struct PlannedStep {
     pub name: String,
     pub argv: Vec<String>,
     pub ntasks: u64,
-    /// The step's share of the allocation: nodes, and GPUs (0 = none requested).
-    pub nodes: u64,
+    /// The step's share of the allocation: which nodes, and GPUs (0 = none requested).
+    pub nodes: Nodes,
     pub gpus: u64,
     pub log: PathBuf,
 }
@@ -151,7 +152,7 @@ fn family_step(
             dir.display().to_string(),
         ],
         ntasks: 1,
-        nodes: 1,
+        nodes: Nodes::FIRST,
         gpus,
         log: dir.join(format!("{family}.log")),
     }
@@ -185,22 +186,21 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                         .map_err(|r| value_err("environment.worker_env_var", r))?,
                     None => Vec::new(),
                 };
-                let gpus = case.total_gpus().unwrap_or(0);
                 let per_node = s.hardware.gpus_per_node.max(1);
+                let (placed, nodes) = crate::plan::placement::disagg(s);
                 let fields = SlurmFields {
                     partition: Some(s.slurm.partition.clone()),
                     account: Some(s.slurm.account.clone()),
                     job_time: s.slurm.job_time.clone(),
                     extra_args: s.slurm.extra_args.clone(),
-                    nodes: gpus.div_ceil(per_node).max(1),
+                    nodes,
                     gpus_per_node: per_node,
                     container_image: s.environment.container_image.clone(),
                     container_mounts: s.environment.container_mount.clone(),
                 };
-                let roles = crate::role::Role::all(s);
-                let steps: Vec<PlannedStep> = roles
+                let steps: Vec<PlannedStep> = placed
                     .into_iter()
-                    .map(|role| {
+                    .map(|(role, nodes)| {
                         let gpus = match role {
                             crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
                             crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
@@ -221,7 +221,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                             ],
                             name,
                             ntasks: 1,
-                            nodes: gpus.div_ceil(per_node).max(1),
+                            nodes,
                             gpus,
                         }
                     })
@@ -250,7 +250,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                 )
             }
             CaseSpec::Script(s) => {
-                let fields = SlurmFields::from_script(&s.slurm, 1, 0);
+                let fields = SlurmFields::from_script(&s.slurm, s.slurm.nodes(), 0);
                 let env = s
                     .environment
                     .iter()
@@ -263,7 +263,10 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                         name: st.name.clone(),
                         argv: st.command(),
                         ntasks: st.ntasks,
-                        nodes: 1,
+                        nodes: Nodes {
+                            first: st.node,
+                            count: st.nodes,
+                        },
                         gpus: 0,
                         log: dir.join(format!("{}.log", st.name)),
                     })
@@ -430,10 +433,32 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         _ => String::new(),
     };
 
+    // A job of several nodes pins each step to its nodes (`nodelist FIRST COUNT` in the script maps
+    // indices to host names) and lets steps share a node's CPUs, as upstream's steps do (--overlap).
+    let multinode = nodes > 1;
+    let mut folded = Vec::new();
+    let steps: Vec<PlannedStep> = steps
+        .into_iter()
+        .map(|mut s| {
+            let fit = s.nodes.fold(nodes);
+            if fit != s.nodes && multinode {
+                folded.push(s.name.clone());
+            }
+            s.nodes = fit;
+            s
+        })
+        .collect();
+    if !folded.is_empty() {
+        overrides.push(format!(
+            "placement: {} share nodes on the {nodes}-node allocation",
+            folded.join(", ")
+        ));
+    }
     #[derive(Serialize)]
     struct StepView {
         ntasks: u64,
-        /// ` --nodes=N` and, on GPU clusters, ` --gpus=G`.
+        /// ` --nodes=N`, on a multi-node job its node list and ` --overlap`, on GPU clusters
+        /// ` --gpus=G`.
         share: String,
         name_q: String,
         log_q: String,
@@ -445,8 +470,16 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         .map(|s| StepView {
             ntasks: s.ntasks,
             share: format!(
-                " --nodes={}{}",
-                s.nodes.min(nodes),
+                " --nodes={}{}{}",
+                s.nodes.count,
+                if multinode {
+                    format!(
+                        " --nodelist=\"$(nodelist {} {})\" --overlap",
+                        s.nodes.first, s.nodes.count
+                    )
+                } else {
+                    String::new()
+                },
                 if gpus && s.gpus > 0 {
                     format!(" --gpus={}", s.gpus)
                 } else {
@@ -484,6 +517,9 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     }
     if let Some(host) = profile.and_then(|p| p.serve_host.as_ref()) {
         own.push((crate::env::SERVE_HOST.to_owned(), host.clone()));
+    }
+    if let Some(net) = profile.and_then(|p| p.network.as_ref()) {
+        own.push((crate::netscope::CLUSTER_NETWORK.to_owned(), net.clone()));
     }
     // The harness records the case's results; a `servetest bench` inside the job is part of them,
     // not a run of its own in the results history.
@@ -527,6 +563,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         env_file_q => private_env
             .as_ref()
             .map(|p| shell_words::quote(&p.path.display().to_string()).into_owned()),
+        multinode => multinode,
         steps => step_views,
     })?;
 

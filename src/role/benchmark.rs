@@ -318,8 +318,9 @@ fn client_command(
             if !ctx.spec.benchmark.streaming {
                 args.push("--no-stream".into());
             }
-            if !loopback {
-                // The router runs on a cluster node the case's own job allocated.
+            if !loopback && crate::netscope::cluster_network().ok().flatten().is_none() {
+                // The router runs on a cluster node the case's own job allocated. With a cluster
+                // network in the profile, the client itself checks the router is inside it.
                 args.push("--allow-remote".into());
             }
             CommandSpec {

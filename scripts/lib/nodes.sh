@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# The nodes of the multi-node test cluster: one network namespace per node (its own hostname through
+# a UTS namespace, its own address on a private bridge), all sharing this machine's filesystem like a
+# cluster's shared storage. Sourced by scripts/slurm-up, slurm-down, sshd-up and the tests' helpers.
+#
+# Addresses live on NODE_NET.0/24 (default 10.231.0.0/24): the bridge (this machine's side, where
+# slurmctld listens) is .1, node i is .(10+i). Nothing is routed beyond the bridge: the namespaces have
+# no default route, so a process inside one can reach loopback, the bridge and the other nodes only.
+NODE_NET=${SERVETEST_NODE_NET:-10.231.0}
+NODE_BRIDGE=stbr0
+node_ns() { echo "stn$1"; }
+node_name() { echo "stnode$1"; }
+node_addr() { echo "$NODE_NET.$((10 + $1))"; }
+bridge_addr() { echo "$NODE_NET.1"; }
+
+nodes_log() { printf 'nodes: %s\n' "$*" >&2; }
+
+# The namespaces this machine has that look like ours (stn1, stn2, …).
+nodes_present() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^stn[0-9]+$' | sort -V || true; }
+
+# Creates bridge and nodes 1..N (idempotent; existing ones are kept), then checks each one exists
+# with its address before anything is started in it.
+nodes_up() {
+  local n=$1 i ns veth
+  if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$NODE_BRIDGE" type bridge
+  fi
+  ip addr replace "$(bridge_addr)/24" dev "$NODE_BRIDGE"
+  ip link set "$NODE_BRIDGE" up
+  mkdir -p /etc/netns
+  for i in $(seq 1 "$n"); do
+    ns=$(node_ns "$i") veth="stv$i"
+    [[ -e "/run/netns/$ns" ]] || ip netns add "$ns"
+    if ! ip link show "$veth" >/dev/null 2>&1; then
+      ip link add "$veth" type veth peer name eth0 netns "$ns"
+    fi
+    ip link set "$veth" master "$NODE_BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr replace "$(node_addr "$i")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    # node_exec bind-mounts this over /etc/hosts in the node's own mount namespace, so every node
+    # resolves every node's name (and this machine's hosts file stays untouched).
+    mkdir -p "/etc/netns/$ns"
+    {
+      echo "127.0.0.1 localhost"
+      echo "$(bridge_addr) $(hostname -s)"
+      for j in $(seq 1 "$n"); do echo "$(node_addr "$j") $(node_name "$j")"; done
+    } > "/etc/netns/$ns/hosts"
+  done
+  for i in $(seq 1 "$n"); do
+    ns=$(node_ns "$i")
+    [[ -e "/run/netns/$ns" ]] || { nodes_log "namespace $ns was not created"; return 1; }
+    ip -n "$ns" -br addr show eth0 | grep -q "$(node_addr "$i")/24" \
+      || { nodes_log "namespace $ns has no address $(node_addr "$i")"; return 1; }
+  done
+}
+
+# Runs a command on node I: in its network namespace, under its own hostname, with the nodes' hosts
+# file. (Not `ip netns exec`: it remounts /sys, which hides /sys/fs/cgroup from slurmd.)
+node_exec() {
+  local i=$1 ns; shift
+  ns=$(node_ns "$i")
+  nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private -- \
+    sh -c 'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"' \
+    "$(node_name "$i")" "/etc/netns/$ns/hosts" "$@"
+}
+
+# Removes every node: its processes (SIGKILL), namespace, veth and hosts file, then the bridge.
+# Works after a crash too: it looks at what exists, not at what a pid file says.
+nodes_down() {
+  local ns pids
+  for ns in $(nodes_present); do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null
+    for _ in $(seq 1 50); do
+      [[ -z "$(ip netns pids "$ns" 2>/dev/null)" ]] && break
+      sleep 0.1
+    done
+    ip netns del "$ns" 2>/dev/null || nodes_log "could not delete namespace $ns"
+    rm -rf "/etc/netns/$ns"
+  done
+  for veth in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^stv[0-9]+$' || true); do
+    ip link del "$veth" 2>/dev/null || true
+  done
+  ip link del "$NODE_BRIDGE" 2>/dev/null || true
+  rmdir /etc/netns 2>/dev/null || true
+}

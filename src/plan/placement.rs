@@ -1,0 +1,108 @@
+//! Which nodes of a job's allocation each step runs on, as upstream's disaggregated submit script
+//! places them (TensorRT-LLM `examples/disaggregated/slurm/benchmark/submit.py`):
+//!
+//! - every worker instance owns whole nodes, `ceil(tp·pp·cp / gpus_per_node)` of them; CTX instances
+//!   come first, then GEN (the rank order of upstream's `split_world_comm`);
+//! - the job asks for the sum of those nodes;
+//! - the router (DISAGG_SERVER) runs on the first node of GEN_0; the benchmark client on the
+//!   allocation's first node (upstream leaves it to SLURM, which picks the batch host: node 0).
+//!
+//! The job script turns an index range into host names with `scontrol show hostnames`; a cluster
+//! profile that caps the node count folds ranges onto the nodes it allows.
+
+use crate::case::schema::DisaggSpec;
+use crate::role::Role;
+
+/// A step's nodes: indices `first .. first + count` of the allocation's sorted node list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nodes {
+    pub first: u64,
+    pub count: u64,
+}
+
+impl Nodes {
+    pub const FIRST: Nodes = Nodes { first: 0, count: 1 };
+
+    /// The same share on an allocation of `cap` nodes: ranges past the end move back so they fit
+    /// (roles then share nodes, as on a smaller cluster).
+    pub fn fold(self, cap: u64) -> Nodes {
+        let cap = cap.max(1);
+        let count = self.count.clamp(1, cap);
+        Nodes {
+            first: self.first.min(cap - count),
+            count,
+        }
+    }
+}
+
+/// Each role of a disaggregated case with its nodes, and the job's node count.
+pub fn disagg(spec: &DisaggSpec) -> (Vec<(Role, Nodes)>, u64) {
+    let per_node = spec.hardware.gpus_per_node.max(1);
+    let mut next = 0;
+    let mut placed = Vec::new();
+    let mut gen0 = None;
+    for role in Role::workers(spec) {
+        let gpus = match role {
+            Role::Ctx(_) => spec.worker_config.ctx.gpus(),
+            _ => spec.worker_config.gen.gpus(),
+        };
+        let nodes = Nodes {
+            first: next,
+            count: gpus.div_ceil(per_node).max(1),
+        };
+        next += nodes.count;
+        if role == Role::Gen(0) {
+            gen0 = Some(nodes.first);
+        }
+        placed.push((role, nodes));
+    }
+    let router = Nodes {
+        first: gen0.unwrap_or(0),
+        count: 1,
+    };
+    placed.push((Role::DisaggServer, router));
+    placed.push((Role::Benchmark, Nodes::FIRST));
+    (placed, next.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{family, Case, CaseSpec};
+
+    fn spec(file: &str) -> DisaggSpec {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let case = Case::load(&root.join(file), family("disagg").unwrap(), "perf");
+        match case.spec {
+            Some(CaseSpec::Disagg(s)) => *s,
+            _ => panic!("{file} did not load"),
+        }
+    }
+
+    #[test]
+    fn workers_own_whole_nodes_ctx_first_router_on_gen0() {
+        // ctx: 1 × TP4, gen: 4 × TP8, 4 GPUs per node → 1 + 4·2 = 9 nodes.
+        let s =
+            spec("test_configs/disagg/perf/deepseek-r1-fp4_1k1k_ctx1_gen4_tep8_bs32_eplb0_mtp0_ccb-NIXL.yaml");
+        let (placed, total) = disagg(&s);
+        assert_eq!(total, 9);
+        let at = |r: Role| placed.iter().find(|(x, _)| *x == r).unwrap().1;
+        assert_eq!(at(Role::Ctx(0)), Nodes { first: 0, count: 1 });
+        assert_eq!(at(Role::Gen(0)), Nodes { first: 1, count: 2 });
+        assert_eq!(at(Role::Gen(3)), Nodes { first: 7, count: 2 });
+        assert_eq!(at(Role::DisaggServer), Nodes { first: 1, count: 1 });
+        assert_eq!(at(Role::Benchmark), Nodes::FIRST);
+    }
+
+    #[test]
+    fn folding_keeps_every_range_inside_the_allocation() {
+        let gen3 = Nodes { first: 7, count: 2 };
+        assert_eq!(gen3.fold(1), Nodes { first: 0, count: 1 });
+        assert_eq!(gen3.fold(3), Nodes { first: 1, count: 2 });
+        assert_eq!(gen3.fold(9), gen3);
+        assert_eq!(
+            Nodes { first: 2, count: 5 }.fold(3),
+            Nodes { first: 0, count: 3 }
+        );
+    }
+}
