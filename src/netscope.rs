@@ -41,6 +41,18 @@ pub fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
     Ok(addrs)
 }
 
+/// The address to bind for `host`: itself when it is an IP, else its first resolved address (IPv4
+/// first), else the name unchanged for the program to resolve.
+pub fn bind_ip(host: &str) -> String {
+    let Ok(mut addrs) = resolve(host) else {
+        return host.to_owned();
+    };
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .first()
+        .map_or_else(|| host.to_owned(), IpAddr::to_string)
+}
+
 /// True when every address of `host` is loopback or inside `network`.
 pub fn is_internal_with(host: &str, network: Option<&IpNet>) -> Result<bool, String> {
     Ok(resolve(host)?
@@ -84,5 +96,7 @@ mod tests {
         assert!(!is_internal_with("0.0.0.0", Some(&net)).unwrap());
         assert!(parse("10.231.0.0/33").is_err());
         assert!(resolve("no-such-host.invalid").is_err());
+        assert_eq!(bind_ip("localhost"), "127.0.0.1");
+        assert_eq!(bind_ip("10.231.0.12"), "10.231.0.12");
     }
 }

@@ -120,6 +120,27 @@ fn state_hint(state: &JobState) -> &'static str {
     }
 }
 
+/// How a job ended, for a failed trial's message: state, nodes (and which failed), exit code, and
+/// what the state means.
+fn ending(record: &JobRecord) -> String {
+    let on = record
+        .nodes
+        .as_deref()
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    let failed = record
+        .failed_nodes
+        .as_deref()
+        .map(|n| format!(" (failed node: {n})"))
+        .unwrap_or_default();
+    format!(
+        "{}{on}{failed} (exit code {}){}",
+        record.state,
+        record.exit_code.as_deref().unwrap_or("unknown"),
+        state_hint(&record.state)
+    )
+}
+
 fn unix(t: Option<SystemTime>) -> Option<f64> {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64())
@@ -376,23 +397,15 @@ impl RunContext {
         ) {
             (true, None | Some(Status::Done)) => self.collect_metrics(case, &id),
             (_, Some(Status::Failed(reason))) => Err(format!(
-                "{}: job {id} ended {} (exit code {}); the benchmark failed: {reason}{}",
+                "{}: job {id} ended {}; the benchmark failed: {reason}{}",
                 case.name,
-                record.state,
-                record.exit_code.as_deref().unwrap_or("unknown"),
+                ending(&record),
                 self.tails(case, &id)
             )),
             (false, _) => Err(format!(
-                "{}: job {id} ended {}{} (exit code {}){}{}",
+                "{}: job {id} ended {}{}",
                 case.name,
-                record.state,
-                record
-                    .nodes
-                    .as_deref()
-                    .map(|n| format!(" on {n}"))
-                    .unwrap_or_default(),
-                record.exit_code.as_deref().unwrap_or("unknown"),
-                state_hint(&record.state),
+                ending(&record),
                 self.tails(case, &id)
             )),
         };

@@ -102,6 +102,8 @@ pub struct JobRecord {
     pub exit_code: Option<String>,
     /// The nodes it ran on (SLURM's `NodeList`), when known.
     pub nodes: Option<String>,
+    /// For NODE_FAIL: which of those nodes failed and why (`stnode2: Not responding`).
+    pub failed_nodes: Option<String>,
     pub submitted: SystemTime,
     pub started: Option<SystemTime>,
     pub finished: Option<SystemTime>,
@@ -118,6 +120,7 @@ impl JobRecord {
             },
             exit_code: None,
             nodes: None,
+            failed_nodes: None,
             submitted: SystemTime::now(),
             started: None,
             finished: None,

@@ -155,6 +155,31 @@ pub fn parse_scontrol(text: &str) -> Option<ScontrolJob> {
     })
 }
 
+/// The nodes of `nodelist` that SLURM holds down, drained or failing, with its reasons:
+/// `sinfo -R` lines `NODE|REASON` → `stnode2: Not responding`.
+fn failed_nodes(nodelist: &str) -> Option<String> {
+    let args: Vec<String> = ["-h", "-R", "-N", "-o", "%N|%E", "-n", nodelist]
+        .map(str::to_owned)
+        .to_vec();
+    let out = run("sinfo", &args).ok().filter(|o| o.status.success())?;
+    parse_failed_nodes(&String::from_utf8_lossy(&out.stdout))
+}
+
+pub fn parse_failed_nodes(text: &str) -> Option<String> {
+    let found: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let (node, reason) = l.split_once('|')?;
+            let node = node.trim();
+            (!node.is_empty()).then(|| match reason.trim() {
+                "" | "none" => node.to_owned(),
+                reason => format!("{node}: {reason}"),
+            })
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
 impl SlurmExecutor {
     pub fn start(poll: Duration) -> Arc<dyn Executor> {
         let exec = Arc::new(SlurmExecutor {
@@ -211,10 +236,17 @@ impl SlurmExecutor {
                         exit_code: None,
                         nodes: None,
                     });
+                    // A NODE_FAIL names the whole allocation; ask which node is down, while
+                    // SLURM still says so (a node may return to service soon after).
+                    let failed = match (&found.state, &found.nodes) {
+                        (JobState::NodeFail, Some(nodes)) => failed_nodes(nodes),
+                        _ => None,
+                    };
                     self.table.update(&id, |r| {
                         r.state = found.state;
                         r.exit_code = found.exit_code;
                         r.nodes = found.nodes.or(r.nodes.take());
+                        r.failed_nodes = failed.or(r.failed_nodes.take());
                     });
                 }
             }
@@ -342,6 +374,11 @@ mod tests {
         assert_eq!(job.nodes.as_deref(), Some("node-3"));
         let never_ran = "JobId=10 JobState=CANCELLED Reason=None ExitCode=0:0 NodeList=(null)";
         assert_eq!(parse_scontrol(never_ran).unwrap().nodes, None);
+        assert_eq!(
+            parse_failed_nodes("stnode2|Not responding\nstnode3|none\n").as_deref(),
+            Some("stnode2: Not responding, stnode3")
+        );
+        assert_eq!(parse_failed_nodes(""), None);
         assert!(parse_scontrol("slurm_load_jobs error: Invalid job id specified").is_none());
     }
 

@@ -21,6 +21,9 @@ const HEALTH_MISSES: u32 = 3;
 /// Health checks of running servers, while the load runs (a loaded CPU answers slowly).
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A loaded server still accepts connections at once (only its answer is slow): a server that
+/// accepts none within this is unreachable (a dead node, a network partition).
+const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The log the clients write to; the harness reads the metrics from it.
 pub const CLIENT_LOG: &str = "benchmark.client.log";
@@ -113,6 +116,7 @@ async fn drive(ctx: &RoleContext) -> Result<(), String> {
     let mut signals = Signals::new()?;
     let http = reqwest::Client::builder()
         .timeout(HEALTH_TIMEOUT)
+        .connect_timeout(HEALTH_CONNECT_TIMEOUT)
         .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
@@ -441,20 +445,37 @@ async fn check_health(
     roles: &[Role],
     misses: &mut HashMap<Role, u32>,
 ) -> Option<String> {
+    // All roles at once: a partitioned node's roles each take the connect timeout, and checking
+    // them in turn would delay the verdict by that much per role.
+    let mut checks = Vec::new();
     for &role in roles {
         let rec = ctx.rdv.read(&role.to_string())?;
-        let url = ctx.health_url(&rec.host, rec.port);
-        let ok = http
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
+        checks.push(async move {
+            let url = ctx.health_url(&rec.host, rec.port);
+            let failure = match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("HTTP {}", r.status())),
+                // Unreachable (no connection at all) reads differently from slow or broken answers.
+                Err(e) if e.is_connect() => Some(format!(
+                    "unreachable: no connection to {} within {} s",
+                    crate::serve::engine::host_port(&rec.host, rec.port),
+                    HEALTH_CONNECT_TIMEOUT.as_secs()
+                )),
+                Err(e) if e.is_timeout() => {
+                    Some(format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()))
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            (role, rec, url, failure)
+        });
+    }
+    for (role, rec, url, failure) in futures_util::future::join_all(checks).await {
         let n = misses.entry(role).or_default();
-        *n = if ok { 0 } else { *n + 1 };
+        *n = if failure.is_none() { 0 } else { *n + 1 };
         if *n >= HEALTH_MISSES {
             return Some(format!(
-                "{role} stopped answering {url} ({HEALTH_MISSES} health checks in a row failed, {} s timeout each); last {TAIL_LINES} lines of {}:\n{}",
-                HEALTH_TIMEOUT.as_secs(),
+                "{role} stopped answering {url} ({HEALTH_MISSES} health checks in a row failed; last: {}); last {TAIL_LINES} lines of {}:\n{}",
+                failure.unwrap_or_default(),
                 rec.log.display(),
                 log_tail(&rec.log, TAIL_LINES)
             ));

@@ -207,8 +207,10 @@ impl Engine for Vllm {
             // Its default re-checks unready workers every 30 s, which dominates a small job's start.
             "--worker-startup-check-interval".into(),
             "2".into(),
+            // An address, not a name: vllm-router binds its metrics on 0.0.0.0 when given a host
+            // name here (seen on the multi-node cluster; tests/multinode.rs samples listeners).
             "--prometheus-host".into(),
-            r.host.to_owned(),
+            crate::netscope::bind_ip(r.host),
             "--prometheus-port".into(),
             r.metrics_port.to_string(),
         ];
