@@ -142,7 +142,7 @@ fn the_cluster_path_counts_nodes_and_reports_ray_failures_per_node() {
     );
     assert!(
         all.contains("starting Ray: servetest-ssh@127.0.0.1:")
-            && all.contains("`env 'GLOO_SOCKET_IFNAME=lo' ray start --head --port 6379` failed (exit status: 127)"),
+            && all.contains("`env 'GLOO_SOCKET_IFNAME=lo' ray start --disable-usage-stats --head --port 6379 --node-ip-address 127.0.0.1` failed (exit status: 127)"),
         "{all}"
     );
 }
@@ -189,4 +189,85 @@ fn the_ssh_password_and_planted_values_stay_out_of_output_files_and_command_line
     assert!(cmdlines.is_empty(), "{cmdlines:#?}");
     assert!(in_files.is_empty(), "{in_files:#?}");
     assert!(read >= 1, "the run wrote nothing under {}", out.display());
+}
+
+/// Two SSH hosts in two network namespaces (`scripts/sshd-up --nodes 2`, scripts/lib/nodes.sh), as
+/// the aggregated family's cluster of seed 000: a model with tp 1 · pp 2 on 1 GPU per node needs both.
+/// The run starts on the first node (it must be the machine it runs on), probes each host by name,
+/// starts Ray there as a real two-node cluster (head on one, `--address` on the other) and waits until
+/// `ray status` shows both active. vLLM's CPU build then refuses the Ray backend ("current platform
+/// cpu does not support ray", docs/multinode.md), so pipeline parallelism across the two hosts cannot
+/// run here; the run fails with that error and Ray is stopped on both hosts.
+#[test]
+fn two_hosts_in_namespaces_are_probed_and_form_a_two_node_ray_cluster() {
+    let hosts: Vec<String> = env("SERVETEST_SSH_HOSTS")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(hosts.len() >= 2, "needs `scripts/sshd-up --nodes 2`");
+    let user = env("SERVETEST_SSH_NODE_USER");
+    let prefix = std::env::var("SERVETEST_NODE_PREFIX").unwrap_or_else(|_| "st".into());
+    let dir = tempfile::tempdir().unwrap();
+    let case_dir = dir.path().join("aggregated/perf");
+    std::fs::create_dir_all(&case_dir).unwrap();
+    let case = case_dir.join("two-hosts.yaml");
+    let node = |h: &str| {
+        format!(
+            "  - ssh: {{hostname: {h}, port: 22, user: {user}, auth_type: key, private_key: {}}}\n    ray: {{nic: eth0}}\n",
+            env("SERVETEST_SSH_KEY")
+        )
+    };
+    std::fs::write(
+        &case,
+        format!(
+            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: 1, pp: 2, max_model_len: 512, extra_args: {{--dtype: float32, --enforce-eager: ''}}}}\n    infer_type: [text-only]\n\
+             \x20   extra_env: {{VLLM_CPU_KVCACHE_SPACE: '1'}}\n\
+             infer: true\nperf: false\ngpus_per_node: 1\ncluster:\n{}{}\
+             slurm: {{job_time: '00:05:00'}}\n",
+            node(&hosts[0]),
+            node(&hosts[1])
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "source scripts/lib/nodes.sh && node_exec 1 \"$@\"",
+            "node_exec",
+        ])
+        .arg(env!("CARGO_BIN_EXE_servetest"))
+        .args(["aggregated", "run", "--case"])
+        .arg(&case)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let all = common::text(&o);
+    for (i, h) in hosts[..2].iter().enumerate() {
+        let line = format!("cluster: {user}@{h}:22 is {prefix}node{}", i + 1);
+        assert!(all.contains(&line), "missing `{line}`:\n{all}");
+    }
+    assert!(
+        all.contains("cluster: Ray up with 2 active node(s)"),
+        "{all}"
+    );
+    assert!(!o.status.success(), "{all}");
+    assert!(
+        all.contains("current platform cpu does not support ray"),
+        "vLLM's CPU build ran the Ray backend: pipeline parallelism across hosts may now work here (update docs/multinode.md and add the case):\n{all}"
+    );
+    // Ray is stopped on both hosts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = common::live_processes_mentioning("raylet");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ray left running: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

@@ -6,22 +6,28 @@
 # Addresses live on NODE_NET.0/24 (default 10.231.0.0/24): the bridge (this machine's side, where
 # slurmctld listens) is .1, node i is .(10+i). Nothing is routed beyond the bridge: the namespaces have
 # no default route, so a process inside one can reach loopback, the bridge and the other nodes only.
+# SERVETEST_NODE_PREFIX (default st) names them: namespaces <p>n<i>, veths <p>v<i>, bridge <p>br0,
+# hosts <p>node<i>; a second set beside the first needs another prefix and another NODE_NET.
 NODE_NET=${SERVETEST_NODE_NET:-10.231.0}
-NODE_BRIDGE=stbr0
-node_ns() { echo "stn$1"; }
-node_name() { echo "stnode$1"; }
+NODE_PREFIX=${SERVETEST_NODE_PREFIX:-st}
+NODE_BRIDGE=${NODE_PREFIX}br0
+node_ns() { echo "${NODE_PREFIX}n$1"; }
+node_name() { echo "${NODE_PREFIX}node$1"; }
+node_veth() { echo "${NODE_PREFIX}v$1"; }
 node_addr() { echo "$NODE_NET.$((10 + $1))"; }
 bridge_addr() { echo "$NODE_NET.1"; }
 
 nodes_log() { printf 'nodes: %s\n' "$*" >&2; }
 
 # The namespaces this machine has that look like ours (stn1, stn2, …).
-nodes_present() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^stn[0-9]+$' | sort -V || true; }
+nodes_present() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${NODE_PREFIX}n[0-9]+\$" | sort -V || true; }
 
 # Creates bridge and nodes 1..N (idempotent; existing ones are kept), then checks each one exists
 # with its address before anything is started in it.
 nodes_up() {
-  local n=$1 i ns veth
+  local n=$1 i ns veth all
+  # Hosts files name every node, those made earlier by a larger cluster included.
+  all=$(( $(nodes_present | wc -l) > n ? $(nodes_present | wc -l) : n ))
   if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
     ip link add "$NODE_BRIDGE" type bridge
   fi
@@ -29,7 +35,7 @@ nodes_up() {
   ip link set "$NODE_BRIDGE" up
   mkdir -p /etc/netns
   for i in $(seq 1 "$n"); do
-    ns=$(node_ns "$i") veth="stv$i"
+    ns=$(node_ns "$i") veth=$(node_veth "$i")
     [[ -e "/run/netns/$ns" ]] || ip netns add "$ns"
     if ! ip link show "$veth" >/dev/null 2>&1; then
       ip link add "$veth" type veth peer name eth0 netns "$ns"
@@ -44,7 +50,7 @@ nodes_up() {
     {
       echo "127.0.0.1 localhost"
       echo "$(bridge_addr) $(hostname -s)"
-      for j in $(seq 1 "$n"); do echo "$(node_addr "$j") $(node_name "$j")"; done
+      for j in $(seq 1 "$all"); do echo "$(node_addr "$j") $(node_name "$j")"; done
     } > "/etc/netns/$ns/hosts"
   done
   for i in $(seq 1 "$n"); do
@@ -79,7 +85,7 @@ nodes_down() {
     ip netns del "$ns" 2>/dev/null || nodes_log "could not delete namespace $ns"
     rm -rf "/etc/netns/$ns"
   done
-  for veth in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^stv[0-9]+$' || true); do
+  for veth in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^${NODE_PREFIX}v[0-9]+\$" || true); do
     ip link del "$veth" 2>/dev/null || true
   done
   ip link del "$NODE_BRIDGE" 2>/dev/null || true

@@ -171,10 +171,18 @@ impl Node {
 
     pub fn ray_start(&self, head: Option<&str>) -> Result<(), String> {
         let mut argv = self.ray_env();
-        argv.extend(["ray".into(), "start".into()]);
+        // No usage report: cluster nodes often cannot reach the internet, and the attempt stalls.
+        argv.extend(["ray".into(), "start".into(), "--disable-usage-stats".into()]);
         match head {
             None => argv.extend(["--head".into(), "--port".into(), RAY_PORT.to_string()]),
             Some(addr) => argv.extend(["--address".into(), format!("{addr}:{RAY_PORT}")]),
+        }
+        // Ray takes its node's address from the default route; a node without one, or with
+        // several networks, would advertise an address the others cannot reach. The address
+        // servetest reaches the node at is one they can.
+        let host = &self.spec.ssh.hostname;
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            argv.extend(["--node-ip-address".into(), host.clone()]);
         }
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.run(&refs)
@@ -227,8 +235,48 @@ pub fn acquire(
                 return Err(e);
             }
         }
+        // A worker that started but never joined would leave the engine waiting for resources;
+        // it is named here instead.
+        if let Err(e) = wait_for_ray(head, nodes.len()) {
+            release(&nodes, true);
+            return Err(e);
+        }
     }
     Ok(nodes)
+}
+
+/// Polls `ray status` on the head until `want` nodes are active (60 s).
+fn wait_for_ray(head: &Node, want: usize) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = head
+            .run(&["ray", "status"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| e);
+        let active = ray_active_nodes(&text);
+        if active >= want {
+            println!("cluster: Ray up with {active} active node(s)");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{}: the Ray cluster has {active} of {want} node(s) active after 60 s; `ray status`:\n{}",
+                head.name(),
+                text.trim()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Active nodes in `ray status` output: the `node_…` lines of its `Active:` list.
+pub fn ray_active_nodes(text: &str) -> usize {
+    text.lines()
+        .skip_while(|l| l.trim() != "Active:")
+        .skip(1)
+        .take_while(|l| l.starts_with(' '))
+        .filter(|l| l.contains("node_"))
+        .count()
 }
 
 pub fn release(nodes: &[Node], ray: bool) {
@@ -257,6 +305,17 @@ mod tests {
             },
             ray: Some(RayNode { nic: "eth0".into() }),
         }
+    }
+
+    #[test]
+    fn ray_status_active_nodes_are_counted() {
+        let text = "======== Autoscaler status ========\nNode status\n------\nActive:\n 1 node_09c0\n 1 node_2b52\nPending:\n (no pending nodes)\n";
+        assert_eq!(ray_active_nodes(text), 2);
+        assert_eq!(
+            ray_active_nodes("Active:\n (no active nodes)\nPending:\n"),
+            0
+        );
+        assert_eq!(ray_active_nodes("ray: command not found"), 0);
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub fn closest<'a>(query: &str, names: &[&'a str], k: usize) -> Vec<&'a str> {
             let score = if lower.contains(&q) || q.contains(&lower) {
                 2.0
             } else {
-                strsim::jaro_winkler(&q, &lower)
+                // Names are long and typed from their start: a typo of a name's beginning
+                // ranks by that beginning, not by how much longer the rest of the name is.
+                let head: String = lower.chars().take(q.chars().count()).collect();
+                strsim::jaro_winkler(&q, &lower).max(strsim::jaro_winkler(&q, &head))
             };
             (score, *n)
         })
@@ -114,6 +117,11 @@ mod tests {
             ["disagg_perf_tiny"]
         );
         assert_eq!(closest("hello", &names, 1), ["script_perf_hello"]);
+        let long = [
+            "disagg_perf_multinode-tiny-llama_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE",
+            "disagg_perf_tiny-llama_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE",
+        ];
+        assert_eq!(closest("disagg_perf_tinny", &long, 1), [long[1]]);
         assert_eq!(closest("x", &names, 5).len(), 3);
     }
 }

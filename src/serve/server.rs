@@ -143,6 +143,10 @@ pub struct Server {
     child: GroupChild,
 }
 
+/// How long an engine that logged a fatal pattern may go on writing (its traceback) before it is
+/// stopped; it is stopped sooner once its log is quiet for half a second.
+const FATAL_SETTLE: Duration = Duration::from_secs(5);
+
 impl Server {
     /// Starts `engine` and waits until its health endpoint answers 200, the process dies, a fatal
     /// pattern shows in its log, or `timeout` passes — whichever comes first.
@@ -201,6 +205,21 @@ impl Server {
             }
             let recent = tail();
             if let Some(pattern) = engine.fatal_patterns().iter().find(|p| recent.contains(*p)) {
+                // A traceback's first line is the pattern; its last line (the exception) is what
+                // the user needs: let the engine finish writing it (or exit) before stopping it.
+                let mut size = log.metadata().map_or(0, |m| m.len());
+                let settle = Instant::now();
+                while settle.elapsed() < FATAL_SETTLE {
+                    if matches!(child.try_exited(), Ok(Some(_))) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let now = log.metadata().map_or(0, |m| m.len());
+                    if now == size {
+                        break;
+                    }
+                    size = now;
+                }
                 let _ = child.terminate(Duration::from_secs(10)).await;
                 return Err(ServeError::Fatal {
                     engine: name.to_owned(),
