@@ -614,9 +614,9 @@ pub struct SimArgs {
 
 pub fn sim_server(a: SimArgs) -> Result<(), String> {
     servetest::netscope::check(&a.host, a.allow_remote, "listen on")?;
-    let ip = *servetest::netscope::resolve(&a.host)?
-        .first()
-        .ok_or_else(|| format!("host `{}` resolves to no address", a.host))?;
+    let ip: std::net::IpAddr = servetest::netscope::bind_ip(&a.host)
+        .parse()
+        .map_err(|_| format!("cannot resolve host `{}`", a.host))?;
     let cfg = sim::SimConfig {
         ttft_ms: a.ttft_ms,
         ttft_per_token_us: a.ttft_per_token_us,

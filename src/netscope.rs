@@ -18,15 +18,56 @@ pub fn cluster_network() -> Result<Option<IpNet>, String> {
     }
 }
 
+/// A cluster network: private addresses only (RFC 1918, shared 100.64/10, unique-local fc00::/7),
+/// at most a /8, so an environment variable cannot open servetest to the internet or every address.
 pub fn parse(text: &str) -> Result<IpNet, String> {
-    text.trim()
+    let net = text
+        .trim()
         .parse::<IpNet>()
-        .map_err(|e| format!("network `{text}`: {e} (expected a CIDR such as 10.231.0.0/24)"))
+        .map_err(|e| format!("network `{text}`: {e} (expected a CIDR such as 10.231.0.0/24)"))?;
+    let private = match net {
+        IpNet::V4(n) => {
+            n.prefix_len() >= 8
+                && (n.addr().is_private()
+                    || "100.64.0.0/10"
+                        .parse::<ipnet::Ipv4Net>()
+                        .unwrap()
+                        .contains(&n))
+        }
+        IpNet::V6(n) => {
+            n.prefix_len() >= 7 && "fc00::/7".parse::<ipnet::Ipv6Net>().unwrap().contains(&n)
+        }
+    };
+    if !private {
+        return Err(format!(
+            "network `{text}`: not a private network of at most /8 (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)"
+        ));
+    }
+    Ok(net)
+}
+
+/// `[::1]` → `::1`: one pair of URL brackets around an IPv6 address.
+pub fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// The address roles and aggregated servers bind and advertise: `SERVETEST_SERVE_HOST`, `hostname`
+/// meaning this node's own name, default 127.0.0.1.
+pub fn serve_host() -> Result<String, String> {
+    match crate::env::serve_host().as_deref() {
+        None => Ok("127.0.0.1".to_owned()),
+        Some("hostname") => nix::unistd::gethostname()
+            .map_err(|e| format!("gethostname: {e}"))
+            .map(|h| h.to_string_lossy().into_owned()),
+        Some(h) => Ok(h.to_owned()),
+    }
 }
 
 /// The addresses `host` names: itself when it is an IP, else what the resolver answers.
 pub fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = unbracket(host);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
@@ -55,9 +96,9 @@ pub fn bind_ip(host: &str) -> String {
 
 /// True when every address of `host` is loopback or inside `network`.
 pub fn is_internal_with(host: &str, network: Option<&IpNet>) -> Result<bool, String> {
-    Ok(resolve(host)?
-        .iter()
-        .all(|ip| ip.is_loopback() || network.is_some_and(|n| n.contains(ip))))
+    Ok(resolve(host)?.iter().all(|ip| {
+        ip.is_loopback() || (!ip.is_unspecified() && network.is_some_and(|n| n.contains(ip)))
+    }))
 }
 
 /// `is_internal_with` the environment's cluster network.
@@ -95,6 +136,27 @@ mod tests {
         assert!(!is_internal_with("192.0.2.2", Some(&net)).unwrap());
         assert!(!is_internal_with("0.0.0.0", Some(&net)).unwrap());
         assert!(parse("10.231.0.0/33").is_err());
+        for wide in [
+            "0.0.0.0/0",
+            "0.0.0.0/8",
+            "8.8.8.0/24",
+            "10.0.0.0/7",
+            "::/0",
+            "2001:db8::/32",
+        ] {
+            assert!(parse(wide).is_err(), "{wide} accepted");
+        }
+        for ok in [
+            "10.0.0.0/8",
+            "172.16.5.0/24",
+            "192.168.1.0/24",
+            "100.64.0.0/16",
+            "fd00::/64",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok} refused");
+        }
+        assert_eq!(unbracket("[::1]"), "::1");
+        assert_eq!(unbracket("[[::1]]"), "[::1]");
         assert!(resolve("no-such-host.invalid").is_err());
         assert_eq!(bind_ip("localhost"), "127.0.0.1");
         assert_eq!(bind_ip("10.231.0.12"), "10.231.0.12");

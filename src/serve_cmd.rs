@@ -48,6 +48,11 @@ pub fn run(opts: Options) -> Result<(), String> {
     let engine = by_name(&opts.engine)
         .ok_or_else(|| format!("unknown engine `{}` (known: vllm)", opts.engine))?;
     servetest::netscope::check(&opts.host, opts.allow_remote, "listen on")?;
+    // `[::1]` as in a URL: the engine takes the bare address.
+    let opts = Options {
+        host: servetest::netscope::unbracket(&opts.host).to_owned(),
+        ..opts
+    };
     if !opts.model.join("config.json").exists() {
         return Err(format!(
             "{} has no config.json; build the tiny model with scripts/make-tiny-model --out {}",

@@ -29,8 +29,20 @@ struct Node {
     veth: String,
 }
 
+/// scripts/lib/nodes.sh's naming: `SERVETEST_NODE_PREFIX` (default `st`).
+fn prefix() -> String {
+    std::env::var("SERVETEST_NODE_PREFIX").unwrap_or_else(|_| "st".into())
+}
+
+fn slurm_dir() -> PathBuf {
+    std::env::var_os("SERVETEST_SLURM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".slurm"))
+}
+
 /// The cluster's nodes, in SLURM's order; fails unless it has at least three.
 fn nodes() -> Vec<Node> {
+    let p = prefix();
     let out = Command::new("scontrol")
         .args(["-o", "show", "nodes"])
         .output()
@@ -43,11 +55,11 @@ fn nodes() -> Vec<Node> {
                     .find_map(|w| w.strip_prefix(k).map(str::to_owned))
             };
             let name = field("NodeName=")?;
-            let index = name.strip_prefix("stnode")?.to_owned();
+            let index = name.strip_prefix(&format!("{p}node"))?.to_owned();
             Some(Node {
                 addr: field("NodeAddr=")?,
-                ns: format!("stn{index}"),
-                veth: format!("stv{index}"),
+                ns: format!("{p}n{index}"),
+                veth: format!("{p}v{index}"),
                 name,
             })
         })
@@ -66,6 +78,34 @@ fn harness(out: &Path, case: &str) -> Command {
         .env("SERVETEST_CLUSTER", root().join("clusters/multinode.yaml"))
         .env("SERVETEST_ENGINE_PYTHON", root().join(SIM));
     cmd
+}
+
+/// Starts the harness with its output in a file (a pipe nobody reads while the test polls could
+/// fill and stall it); `finish` collects it.
+fn spawn(out: &Path, case: &str) -> Child {
+    let log = std::fs::File::create(out.join("harness.out")).unwrap();
+    harness(out, case)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the harness (at most 10 minutes) and returns whether it passed, and what it printed.
+fn finish(mut child: Child, out: &Path) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the harness ran for over 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(out.join("harness.out")).unwrap_or_default();
+    (status.success(), text)
 }
 
 fn job_dir(out: &Path, case: &str) -> Option<PathBuf> {
@@ -212,11 +252,19 @@ fn restore_cluster() {
     }
 }
 
-/// Restores the cluster even when the test panics, so later tests find three nodes.
-struct Restore<F: FnMut()>(F);
-impl<F: FnMut()> Drop for Restore<F> {
+/// Restores the cluster even when the test panics, so later tests find three nodes. (A panic
+/// inside it while the test is already panicking would abort and hide the test's own failure: it
+/// only reports then.)
+struct Restore<F: FnMut() + std::panic::UnwindSafe + Clone>(F);
+impl<F: FnMut() + std::panic::UnwindSafe + Clone> Drop for Restore<F> {
     fn drop(&mut self) {
-        (self.0)();
+        if std::thread::panicking() {
+            if std::panic::catch_unwind(self.0.clone()).is_err() {
+                eprintln!("restoring the cluster failed too; run scripts/slurm-up --nodes 3");
+            }
+        } else {
+            (self.0)();
+        }
     }
 }
 
@@ -224,14 +272,11 @@ impl<F: FnMut()> Drop for Restore<F> {
 fn sim_roles_span_three_nodes_placed_as_upstream_and_bound_to_their_own_addresses() {
     let nodes = nodes();
     let out = tempfile::tempdir().unwrap();
-    let mut child = harness(out.path(), SIM_3)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(out.path(), SIM_3);
     // Sample every listener of the job's processes on every node while the job runs.
     let mut seen: Vec<(String, String, String)> = Vec::new();
-    while child.try_wait().unwrap().is_none() {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         for n in &nodes {
             for (comm, addr) in job_listeners(&n.ns) {
                 let entry = (n.name.clone(), comm, addr);
@@ -242,8 +287,8 @@ fn sim_roles_span_three_nodes_placed_as_upstream_and_bound_to_their_own_addresse
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let (passed, all) = finish(child, out.path());
+    assert!(passed, "{all}");
     for (node, comm, addr) in &seen {
         let own = &nodes.iter().find(|n| &n.name == node).unwrap().addr;
         let ip = ip_of(addr);
@@ -299,11 +344,7 @@ fn sim_node_killed_mid_job_fails_with_node_fail_naming_it_and_the_rest_still_run
     let nodes = nodes();
     let out = tempfile::tempdir().unwrap();
     let _restore = Restore(restore_cluster);
-    let mut child = harness(out.path(), SIM_LONG)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(out.path(), SIM_LONG);
     let job = wait_for_load(&mut child, out.path(), SIM_LONG);
     let victim = nodes
         .iter()
@@ -311,7 +352,7 @@ fn sim_node_killed_mid_job_fails_with_node_fail_naming_it_and_the_rest_still_run
         .unwrap()
         .clone();
     // The node crashes: its slurmd and every process on it die at once.
-    let pidfile = root().join(format!(".slurm/run/slurmd.{}.pid", victim.name));
+    let pidfile = slurm_dir().join(format!("run/slurmd.{}.pid", victim.name));
     let slurmd = std::fs::read_to_string(&pidfile).unwrap();
     let _ = Command::new("kill").args(["-KILL", slurmd.trim()]).status();
     for pid in pids_in(&victim.ns) {
@@ -319,9 +360,8 @@ fn sim_node_killed_mid_job_fails_with_node_fail_naming_it_and_the_rest_still_run
             .args(["-KILL", &pid.to_string()])
             .status();
     }
-    let o = child.wait_with_output().unwrap();
-    let all = text(&o);
-    assert!(!o.status.success(), "the trial should fail:\n{all}");
+    let (passed, all) = finish(child, out.path());
+    assert!(!passed, "the trial should fail:\n{all}");
     assert!(all.contains("NODE_FAIL"), "{all}");
     assert!(
         all.contains(&format!("failed node: {}", victim.name)),
@@ -347,11 +387,8 @@ fn sim_node_killed_mid_job_fails_with_node_fail_naming_it_and_the_rest_still_run
 fn sim_partitioned_node_is_named_by_the_benchmark_instead_of_hanging() {
     let nodes = nodes();
     let out = tempfile::tempdir().unwrap();
-    let mut child = harness(out.path(), SIM_LONG)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let _restore = Restore(restore_cluster);
+    let mut child = spawn(out.path(), SIM_LONG);
     let job = wait_for_load(&mut child, out.path(), SIM_LONG);
     let victim = nodes
         .iter()
@@ -368,7 +405,7 @@ fn sim_partitioned_node_is_named_by_the_benchmark_instead_of_hanging() {
     };
     link("down");
     let veth = victim.veth.clone();
-    let _restore = Restore(move || {
+    let _link_up = Restore(move || {
         let _ = Command::new("ip")
             .args(["link", "set", &veth, "up"])
             .status();
@@ -390,6 +427,10 @@ fn sim_partitioned_node_is_named_by_the_benchmark_instead_of_hanging() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(40),
+        "the benchmark named the partitioned role only after {took:?}: SLURM's 45 s node timeout could fail the job first"
+    );
     assert!(status.starts_with("failed"), "{status}");
     assert!(
         (status.contains("GEN_0") || status.contains("DISAGG_SERVER"))
@@ -401,11 +442,9 @@ fn sim_partitioned_node_is_named_by_the_benchmark_instead_of_hanging() {
     // The partition heals; the job ends (its roles stop on the status file) and the trial fails
     // with the benchmark's reason.
     link("up");
-    let o = child.wait_with_output().unwrap();
-    let all = text(&o);
-    assert!(!o.status.success(), "the trial should fail:\n{all}");
+    let (passed, all) = finish(child, out.path());
+    assert!(!passed, "the trial should fail:\n{all}");
     assert!(all.contains("unreachable"), "{all}");
     eprintln!("the benchmark named the unreachable role after {took:?}");
     assert_nothing_left(out.path());
-    restore_cluster();
 }

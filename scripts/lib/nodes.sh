@@ -19,13 +19,32 @@ bridge_addr() { echo "$NODE_NET.1"; }
 
 nodes_log() { printf 'nodes: %s\n' "$*" >&2; }
 
+# Who made the nodes: the checkout whose scripts source this file. Each namespace records it in
+# /etc/netns/<ns>/owner; nodes_up refuses nodes another checkout owns and nodes_down leaves them.
+NODE_OWNER=${NODE_OWNER:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+node_owner() { cat "/etc/netns/$1/owner" 2>/dev/null || true; }
+# Namespaces with our names that another checkout made (one per line).
+nodes_foreign() {
+  local ns owner
+  for ns in $(nodes_present); do
+    owner=$(node_owner "$ns")
+    [[ -n "$owner" && "$owner" != "$NODE_OWNER" ]] && echo "$ns ($owner)"
+  done
+  return 0
+}
+
 # The namespaces this machine has that look like ours (stn1, stn2, …).
 nodes_present() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${NODE_PREFIX}n[0-9]+\$" | sort -V || true; }
 
 # Creates bridge and nodes 1..N (idempotent; existing ones are kept), then checks each one exists
 # with its address before anything is started in it.
 nodes_up() {
-  local n=$1 i ns veth all
+  local n=$1 i ns veth all foreign
+  foreign=$(nodes_foreign)
+  if [[ -n "$foreign" ]]; then
+    nodes_log "nodes made by another checkout exist: $foreign; stop them there (scripts/slurm-down, sshd-down) or set SERVETEST_NODE_PREFIX and SERVETEST_NODE_NET"
+    return 1
+  fi
   # Hosts files name every node, those made earlier by a larger cluster included.
   all=$(( $(nodes_present | wc -l) > n ? $(nodes_present | wc -l) : n ))
   if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
@@ -37,6 +56,8 @@ nodes_up() {
   for i in $(seq 1 "$n"); do
     ns=$(node_ns "$i") veth=$(node_veth "$i")
     [[ -e "/run/netns/$ns" ]] || ip netns add "$ns"
+    mkdir -p "/etc/netns/$ns"
+    echo "$NODE_OWNER" > "/etc/netns/$ns/owner"
     if ! ip link show "$veth" >/dev/null 2>&1; then
       ip link add "$veth" type veth peer name eth0 netns "$ns"
     fi
@@ -71,23 +92,34 @@ node_exec() {
     "$(node_name "$i")" "/etc/netns/$ns/hosts" "$@"
 }
 
-# Removes every node: its processes (SIGKILL), namespace, veth and hosts file, then the bridge.
-# Works after a crash too: it looks at what exists, not at what a pid file says.
+# Removes this checkout's nodes: their processes (SIGKILL), namespaces, veths and hosts files, then
+# the bridge once no node is left. Works after a crash too: it looks at what exists, not at what a
+# pid file says. Nodes another checkout owns are left alone.
 nodes_down() {
-  local ns pids
+  local ns pids owner veth i
   for ns in $(nodes_present); do
+    owner=$(node_owner "$ns")
+    if [[ -n "$owner" && "$owner" != "$NODE_OWNER" ]]; then
+      nodes_log "leaving $ns: it belongs to $owner"
+      continue
+    fi
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null
+    # shellcheck disable=SC2086
+    [[ -n "$pids" ]] && { kill -KILL $pids 2>/dev/null || true; }
     for _ in $(seq 1 50); do
       [[ -z "$(ip netns pids "$ns" 2>/dev/null)" ]] && break
       sleep 0.1
     done
     ip netns del "$ns" 2>/dev/null || nodes_log "could not delete namespace $ns"
     rm -rf "/etc/netns/$ns"
-  done
-  for veth in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^${NODE_PREFIX}v[0-9]+\$" || true); do
+    # Its veth went with the namespace's end; remove a host end left by a crash.
+    i=${ns#"${NODE_PREFIX}n"}
+    veth=$(node_veth "$i")
     ip link del "$veth" 2>/dev/null || true
   done
-  ip link del "$NODE_BRIDGE" 2>/dev/null || true
+  if [[ -z "$(nodes_present)" ]]; then
+    ip link del "$NODE_BRIDGE" 2>/dev/null || true
+  fi
   rmdir /etc/netns 2>/dev/null || true
+  return 0
 }

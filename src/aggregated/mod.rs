@@ -287,7 +287,7 @@ async fn run_model(
     } else {
         perf_dir.join(format!("{perf_label}_serve.log"))
     };
-    let host = crate::env::serve_host().unwrap_or_else(|| "127.0.0.1".into());
+    let host = crate::netscope::serve_host()?;
     let serve = ServeSpec {
         model: model_path.clone(),
         host: host.clone(),
@@ -490,16 +490,16 @@ fn single_image(model: &Path) -> Result<String, String> {
 
 /// `--allow-remote` when the server is not on loopback (a cluster node the job allocated), unless the
 /// profile names the cluster network, which the client then checks the server is in.
-fn remote(base: &str) -> Vec<&'static str> {
+fn remote(base: &str) -> Result<Vec<&'static str>, String> {
     let local = ["://127.0.0.1:", "://localhost:", "://[::1]:"]
         .iter()
         .any(|l| base.contains(l));
-    let internal = crate::netscope::cluster_network().ok().flatten().is_some();
-    if local || internal {
+    let internal = crate::netscope::cluster_network()?.is_some();
+    Ok(if local || internal {
         Vec::new()
     } else {
         vec!["--allow-remote"]
-    }
+    })
 }
 
 async fn sweep_point(
@@ -531,7 +531,7 @@ async fn sweep_point(
             .arg(m.benchmark.ignore_eos.to_string())
             .arg("--save-result")
             .arg(&result)
-            .args(remote(base))
+            .args(remote(base)?)
             .output()
             .await
             .map_err(|e| e.to_string())?;

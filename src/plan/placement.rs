@@ -35,6 +35,58 @@ impl Nodes {
     }
 }
 
+/// A step to place: its name, the nodes it owns, and whether it runs one process (a serving role).
+pub struct Share<'a> {
+    pub name: &'a str,
+    pub nodes: Nodes,
+    pub one_process: bool,
+}
+
+/// The nodes each step's `srun` gets on an allocation of `cap` nodes, and what the user should know
+/// about the difference (one line each, for overrides.txt):
+/// - ranges past the end fold back (roles share nodes, as on a smaller cluster);
+/// - a serving role runs one server process, on the first of its nodes: servetest does not yet run
+///   an engine's multi-node launch (upstream's `trtllm-llmapi-launch` ranks), so it says so rather
+///   than asking SLURM for one task on several nodes.
+pub fn fit(steps: &[Share], cap: u64) -> (Vec<Nodes>, Vec<String>) {
+    let mut folded = Vec::new();
+    let mut notes = Vec::new();
+    let fitted = steps
+        .iter()
+        .map(|s| {
+            let fit = s.nodes.fold(cap);
+            if fit != s.nodes {
+                folded.push(s.name);
+            }
+            if s.one_process && fit.count > 1 {
+                notes.push(format!(
+                    "placement: {} owns nodes {}-{} of the allocation; servetest starts its one server process on node {} (a multi-node engine launch is not supported yet)",
+                    s.name,
+                    fit.first,
+                    fit.first + fit.count - 1,
+                    fit.first
+                ));
+                Nodes {
+                    first: fit.first,
+                    count: 1,
+                }
+            } else {
+                fit
+            }
+        })
+        .collect();
+    if !folded.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "placement: {} share nodes on the {cap}-node allocation",
+                folded.join(", ")
+            ),
+        );
+    }
+    (fitted, notes)
+}
+
 /// Each role of a disaggregated case with its nodes, and the job's node count.
 pub fn disagg(spec: &DisaggSpec) -> (Vec<(Role, Nodes)>, u64) {
     let per_node = spec.hardware.gpus_per_node.max(1);
@@ -92,6 +144,41 @@ mod tests {
         assert_eq!(at(Role::Gen(3)), Nodes { first: 7, count: 2 });
         assert_eq!(at(Role::DisaggServer), Nodes { first: 1, count: 1 });
         assert_eq!(at(Role::Benchmark), Nodes::FIRST);
+    }
+
+    #[test]
+    fn serving_roles_run_one_process_on_their_first_node_and_say_so() {
+        let steps = [
+            Share {
+                name: "CTX_0",
+                nodes: Nodes { first: 0, count: 1 },
+                one_process: true,
+            },
+            Share {
+                name: "GEN_0",
+                nodes: Nodes { first: 1, count: 2 },
+                one_process: true,
+            },
+            Share {
+                name: "both",
+                nodes: Nodes { first: 1, count: 2 },
+                one_process: false,
+            },
+        ];
+        let (fitted, notes) = fit(&steps, 3);
+        assert_eq!(fitted[1], Nodes { first: 1, count: 1 });
+        assert_eq!(fitted[2], Nodes { first: 1, count: 2 });
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("placement: GEN_0 owns nodes 1-2"),
+            "{notes:?}"
+        );
+        let (fitted, notes) = fit(&steps, 1);
+        assert!(fitted.iter().all(|n| *n == Nodes::FIRST));
+        assert_eq!(
+            notes,
+            ["placement: GEN_0, both share nodes on the 1-node allocation"]
+        );
     }
 
     #[test]

@@ -433,27 +433,25 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         _ => String::new(),
     };
 
-    // A job of several nodes pins each step to its nodes (`nodelist FIRST COUNT` in the script maps
-    // indices to host names) and lets steps share a node's CPUs, as upstream's steps do (--overlap).
+    // A job of several nodes pins each step to its nodes (`servetest_nodelist FIRST COUNT` in the
+    // script maps indices to host names) and lets steps share a node's CPUs, as upstream's steps do
+    // (--overlap).
     let multinode = nodes > 1;
-    let mut folded = Vec::new();
-    let steps: Vec<PlannedStep> = steps
-        .into_iter()
-        .map(|mut s| {
-            let fit = s.nodes.fold(nodes);
-            if fit != s.nodes && multinode {
-                folded.push(s.name.clone());
-            }
-            s.nodes = fit;
-            s
+    let shares: Vec<crate::plan::placement::Share> = steps
+        .iter()
+        .map(|s| crate::plan::placement::Share {
+            name: &s.name,
+            nodes: s.nodes,
+            one_process: matches!(spec, CaseSpec::Disagg(_)),
         })
         .collect();
-    if !folded.is_empty() {
-        overrides.push(format!(
-            "placement: {} share nodes on the {nodes}-node allocation",
-            folded.join(", ")
-        ));
-    }
+    let (fitted, notes) = crate::plan::placement::fit(&shares, nodes);
+    overrides.extend(notes);
+    let steps: Vec<PlannedStep> = steps
+        .into_iter()
+        .zip(fitted)
+        .map(|(s, nodes)| PlannedStep { nodes, ..s })
+        .collect();
     #[derive(Serialize)]
     struct StepView {
         ntasks: u64,
@@ -474,7 +472,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                 s.nodes.count,
                 if multinode {
                     format!(
-                        " --nodelist=\"$(nodelist {} {})\" --overlap",
+                        " --nodelist=\"$(servetest_nodelist {} {})\" --overlap",
                         s.nodes.first, s.nodes.count
                     )
                 } else {
@@ -825,7 +823,17 @@ mod tests {
                 "BENCHMARK"
             ]
         );
-        assert!(p.overrides.is_empty());
+        // Each TP8 GEN worker owns 2 of the 9 nodes; servetest runs its server on the first.
+        assert_eq!(p.overrides.len(), 4, "{:?}", p.overrides);
+        assert!(p.overrides[0].starts_with("placement: GEN_0 owns nodes 1-2"));
+        assert!(p
+            .script
+            .contains("srun --nodes=1 --nodelist=\"$(servetest_nodelist 3 1)\" --overlap --gpus=8 --ntasks=1 --exact --job-name=GEN_1 "),
+            "{}", p.script);
+        assert!(
+            p.script.contains("--job-name=DISAGG_SERVER ")
+                && p.script.contains("servetest_nodelist 1 1")
+        );
 
         let profile = ClusterProfile::load(&root.join("clusters/local.yaml")).unwrap();
         let p = plan(&input(Some(&profile))).unwrap();
@@ -847,8 +855,55 @@ mod tests {
             "nodes: 9 -> 1",
             "dropped --gres=gpu:4",
             "environment.container_image",
+            "placement: GEN_0, GEN_1, GEN_2, GEN_3, DISAGG_SERVER share nodes on the 1-node allocation",
         ] {
             assert!(joined.contains(needle), "missing {needle}: {joined}");
         }
+        // One node: no node lists in the script.
+        assert!(!p.script.contains("servetest_nodelist"), "{}", p.script);
+    }
+
+    #[test]
+    fn multinode_profile_places_ctx_and_gen_on_their_own_nodes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join(
+            "test_configs/disagg/perf/multinode-tiny-llama_ctx1_tp1_bs8_gen1_tp1_bs8_ccb-STORAGE.yaml",
+        );
+        let case = Case::load(&path, family("disagg").unwrap(), "perf");
+        let tmp = tempfile::tempdir().unwrap();
+        let profile = ClusterProfile::load(&root.join("clusters/multinode.yaml")).unwrap();
+        let p = plan(&RenderInput {
+            case: &case,
+            out_root: tmp.path(),
+            work_dir: None,
+            profile: Some(&profile),
+            run_id: "r",
+            servetest: Path::new("/usr/bin/servetest"),
+        })
+        .unwrap();
+        assert!(p.script.contains("#SBATCH --nodes=2"), "{}", p.script);
+        assert!(p.script.contains(
+            "mapfile -t servetest_nodes < <(scontrol show hostnames \"$SLURM_JOB_NODELIST\")"
+        ));
+        for (role, first) in [
+            ("CTX_0", 0),
+            ("GEN_0", 1),
+            ("DISAGG_SERVER", 1),
+            ("BENCHMARK", 0),
+        ] {
+            let want = format!(
+                "srun --nodes=1 --nodelist=\"$(servetest_nodelist {first} 1)\" --overlap --ntasks=1 --exact --job-name={role} "
+            );
+            assert!(p.script.contains(&want), "{role}: {}", p.script);
+        }
+        assert!(p.script.contains("export SERVETEST_SERVE_HOST=hostname"));
+        assert!(p
+            .script
+            .contains("export SERVETEST_CLUSTER_NETWORK=10.231.0.0/24"));
+        assert!(
+            !p.overrides.iter().any(|o| o.starts_with("placement")),
+            "{:?}",
+            p.overrides
+        );
     }
 }

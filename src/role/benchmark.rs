@@ -322,7 +322,7 @@ fn client_command(
             if !ctx.spec.benchmark.streaming {
                 args.push("--no-stream".into());
             }
-            if !loopback && crate::netscope::cluster_network().ok().flatten().is_none() {
+            if !loopback && crate::netscope::cluster_network()?.is_none() {
                 // The router runs on a cluster node the case's own job allocated. With a cluster
                 // network in the profile, the client itself checks the router is inside it.
                 args.push("--allow-remote".into());
@@ -456,10 +456,15 @@ async fn check_health(
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("HTTP {}", r.status())),
                 // Unreachable (no connection at all) reads differently from slow or broken answers.
-                Err(e) if e.is_connect() => Some(format!(
+                Err(e) if e.is_connect() && e.is_timeout() => Some(format!(
                     "unreachable: no connection to {} within {} s",
                     crate::serve::engine::host_port(&rec.host, rec.port),
                     HEALTH_CONNECT_TIMEOUT.as_secs()
+                )),
+                Err(e) if e.is_connect() => Some(format!(
+                    "unreachable: connecting to {} failed: {}",
+                    crate::serve::engine::host_port(&rec.host, rec.port),
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
                 )),
                 Err(e) if e.is_timeout() => {
                     Some(format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()))

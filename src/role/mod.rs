@@ -147,16 +147,6 @@ fn load_case(path: &Path) -> Result<(String, String, DisaggSpec), String> {
     }
 }
 
-fn resolve_host() -> Result<String, String> {
-    match crate::env::serve_host().as_deref() {
-        None => Ok("127.0.0.1".to_owned()),
-        Some("hostname") => nix::unistd::gethostname()
-            .map_err(|e| format!("gethostname: {e}"))
-            .map(|h| h.to_string_lossy().into_owned()),
-        Some(h) => Ok(h.to_owned()),
-    }
-}
-
 /// Entry point of `servetest role`. `case_out` is the case's output directory; the job's own
 /// directory (`job-<id>`) is created under it.
 pub fn main(case_path: &Path, case_out: &Path, role: Option<&str>) -> Result<(), String> {
@@ -202,7 +192,7 @@ pub fn main(case_path: &Path, case_out: &Path, role: Option<&str>) -> Result<(),
     let ctx = RoleContext {
         engine: engine::for_kind(spec.environment.engine),
         tools: Tools::resolve(&root),
-        host: resolve_host()?,
+        host: crate::netscope::serve_host()?,
         case,
         category,
         root,
