@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{harness_command, live_processes_mentioning, root, text};
+use common::{harness_command, job_dir, live_processes_mentioning, record, root, text};
 
 const CASES: &str = "tests/exec_configs/multinode";
 const SIM: &str = "tests/fixtures/engines/sim-engine";
@@ -108,22 +108,6 @@ fn finish(mut child: Child, out: &Path) -> (bool, String) {
     (status.success(), text)
 }
 
-fn job_dir(out: &Path, case: &str) -> Option<PathBuf> {
-    std::fs::read_dir(out.join(case))
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("job-"))
-        })
-}
-
-fn record(job: &Path, role: &str) -> Option<serde_json::Value> {
-    serde_json::from_slice(&std::fs::read(job.join(format!("{role}.json"))).ok()?).ok()
-}
-
 fn host_of(job: &Path, role: &str) -> String {
     record(job, role).unwrap_or_else(|| panic!("{role} published nothing"))["host"]
         .as_str()
@@ -209,6 +193,20 @@ fn wait_for_load(child: &mut Child, out: &Path, case: &str) -> PathBuf {
         assert!(Instant::now() < deadline, "the benchmark did not start");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Starts the long simulated load and waits until it runs; returns the harness, the job directory
+/// and GEN_0's node (the one the fault tests break).
+fn start_loaded(nodes: &[Node], out: &Path) -> (Child, PathBuf, Node) {
+    let mut child = spawn(out, SIM_LONG);
+    let job = wait_for_load(&mut child, out, SIM_LONG);
+    let gen = host_of(&job, "GEN_0");
+    let node = nodes
+        .iter()
+        .find(|n| n.name == gen)
+        .unwrap_or_else(|| panic!("GEN_0 ran on {gen}, not a node of {nodes:?}"))
+        .clone();
+    (child, job, node)
 }
 
 /// No process of the run is left on any node (or on this machine) once it ended.
@@ -344,13 +342,7 @@ fn sim_node_killed_mid_job_fails_with_node_fail_naming_it_and_the_rest_still_run
     let nodes = nodes();
     let out = tempfile::tempdir().unwrap();
     let _restore = Restore(restore_cluster);
-    let mut child = spawn(out.path(), SIM_LONG);
-    let job = wait_for_load(&mut child, out.path(), SIM_LONG);
-    let victim = nodes
-        .iter()
-        .find(|n| n.name == host_of(&job, "GEN_0"))
-        .unwrap()
-        .clone();
+    let (child, _job, victim) = start_loaded(&nodes, out.path());
     // The node crashes: its slurmd and every process on it die at once.
     let pidfile = slurm_dir().join(format!("run/slurmd.{}.pid", victim.name));
     let slurmd = std::fs::read_to_string(&pidfile).unwrap();
@@ -375,7 +367,7 @@ fn sim_node_killed_mid_job_fails_with_node_fail_naming_it_and_the_rest_still_run
     for step in ["first", "second"] {
         let log = std::fs::read_to_string(out2.path().join(TWO_NODES).join(format!("{step}.log")))
             .unwrap();
-        assert!(log.contains("ran on stnode"), "{log}");
+        assert!(log.contains(&format!("ran on {}node", prefix())), "{log}");
         assert!(
             !log.contains(&victim.name),
             "{step} ran on the failed node: {log}"
@@ -388,13 +380,7 @@ fn sim_partitioned_node_is_named_by_the_benchmark_instead_of_hanging() {
     let nodes = nodes();
     let out = tempfile::tempdir().unwrap();
     let _restore = Restore(restore_cluster);
-    let mut child = spawn(out.path(), SIM_LONG);
-    let job = wait_for_load(&mut child, out.path(), SIM_LONG);
-    let victim = nodes
-        .iter()
-        .find(|n| n.name == host_of(&job, "GEN_0"))
-        .unwrap()
-        .clone();
+    let (child, job, victim) = start_loaded(&nodes, out.path());
     let link = |state: &str| {
         let ok = Command::new("ip")
             .args(["link", "set", &victim.veth, state])

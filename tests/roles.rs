@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use servetest::exec::process::live_members;
 
 mod common;
-use common::{harness_command, listeners_of, live_processes_mentioning, root, text};
+use common::{
+    harness_command, job_dir, listeners_of, live_processes_mentioning, record, root, text,
+};
 
 const SIM: &str = "tests/fixtures/engines/sim-engine";
 const HANG: &str = "tests/fixtures/engines/hang-engine";
@@ -30,23 +32,6 @@ fn harness(executor: &str, tree: &str, out: &Path, filter: &str, engine: Option<
         cmd.env("SERVETEST_ENGINE_PYTHON", root().join(engine));
     }
     cmd
-}
-
-/// The case's only job directory (`job-<id>`).
-fn job_dir(out: &Path, case: &str) -> Option<PathBuf> {
-    std::fs::read_dir(out.join(case))
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("job-"))
-        })
-}
-
-fn record(job: &Path, role: &str) -> Option<serde_json::Value> {
-    serde_json::from_slice(&std::fs::read(job.join(format!("{role}.json"))).ok()?).ok()
 }
 
 const ROLES: [&str; 3] = ["CTX_0", "GEN_0", "DISAGG_SERVER"];

@@ -38,6 +38,24 @@ pub fn harness_command(executor: &str, cases: &Path, out: &Path) -> Command {
     cmd
 }
 
+/// A disaggregated case's only job directory (`<OUTPUT_PATH>/<case>/job-<id>`).
+pub fn job_dir(out: &Path, case: &str) -> Option<PathBuf> {
+    std::fs::read_dir(out.join(case))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("job-"))
+        })
+}
+
+/// A role's rendezvous record (`<job>/<ROLE>.json`), once it wrote one.
+pub fn record(job: &Path, role: &str) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(job.join(format!("{role}.json"))).ok()?).ok()
+}
+
 /// A listening TCP socket of a process: (process name, local address as `ip:port`).
 pub type Listener = (String, String);
 
