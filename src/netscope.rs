@@ -61,7 +61,30 @@ pub fn serve_host() -> Result<String, String> {
         Some("hostname") => nix::unistd::gethostname()
             .map_err(|e| format!("gethostname: {e}"))
             .map(|h| h.to_string_lossy().into_owned()),
-        Some(h) => Ok(h.to_owned()),
+        Some(h) => {
+            check_serve_host(h, None).map_err(|r| format!("{}: {r}", crate::env::SERVE_HOST))?;
+            Ok(h.to_owned())
+        }
+    }
+}
+
+/// A profile's `serve_host` (an IP, a name, or `hostname`): never the unspecified address, which
+/// binds every interface and which no other role can connect to; with a cluster network, an IP must
+/// be loopback or inside it. (Names resolve on the nodes, not here.)
+pub fn check_serve_host(host: &str, network: Option<&IpNet>) -> Result<(), String> {
+    let Ok(ip) = unbracket(host).parse::<IpAddr>() else {
+        return Ok(());
+    };
+    if ip.is_unspecified() {
+        return Err(format!(
+            "{host} binds every interface and is no address other roles can reach; give the node's address or `hostname`"
+        ));
+    }
+    match network {
+        Some(n) if !ip.is_loopback() && !n.contains(&ip) => {
+            Err(format!("{host} is outside the profile's network {n}"))
+        }
+        _ => Ok(()),
     }
 }
 

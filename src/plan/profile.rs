@@ -69,11 +69,17 @@ impl ClusterProfile {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
-        if let Some(n) = &profile.network {
-            crate::netscope::parse(n).map_err(|reason| ProfileError::Invalid {
-                path: shown.clone(),
-                reason,
-            })?;
+        let invalid = |reason: String| ProfileError::Invalid {
+            path: shown.clone(),
+            reason,
+        };
+        let network = match &profile.network {
+            Some(n) => Some(crate::netscope::parse(n).map_err(invalid)?),
+            None => None,
+        };
+        if let Some(host) = &profile.serve_host {
+            crate::netscope::check_serve_host(host, network.as_ref())
+                .map_err(|r| invalid(format!("serve_host: {r}")))?;
         }
         if let Some(t) = &profile.time_limit {
             crate::case::validate::parse_slurm_time(t).map_err(|reason| ProfileError::Invalid {
@@ -96,5 +102,36 @@ impl ClusterProfile {
         ]
         .iter()
         .any(|flag| arg == *flag || arg.starts_with(&format!("{flag}=")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ClusterProfile, String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p.yaml");
+        std::fs::write(&path, text).unwrap();
+        ClusterProfile::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serve_host_must_be_an_address_other_roles_can_reach() {
+        assert!(load("name: a\nserve_host: 127.0.0.1\n").is_ok());
+        assert!(load("name: a\nserve_host: hostname\nnetwork: 10.231.0.0/24\n").is_ok());
+        assert!(load("name: a\nserve_host: 10.231.0.5\nnetwork: 10.231.0.0/24\n").is_ok());
+        let e = load("name: a\nserve_host: 0.0.0.0\n").unwrap_err();
+        assert!(
+            e.contains("serve_host: 0.0.0.0 binds every interface"),
+            "{e}"
+        );
+        let e = load("name: a\nserve_host: 10.9.0.5\nnetwork: 10.231.0.0/24\n").unwrap_err();
+        assert!(
+            e.contains("outside the profile's network 10.231.0.0/24"),
+            "{e}"
+        );
+        let e = load("name: a\nnetwork: 0.0.0.0/0\n").unwrap_err();
+        assert!(e.contains("not a private network"), "{e}");
     }
 }
