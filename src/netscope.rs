@@ -129,6 +129,15 @@ pub fn is_internal(host: &str) -> Result<bool, String> {
     is_internal_with(host, cluster_network()?.as_ref())
 }
 
+/// Whether a client servetest starts inside a job needs `--allow-remote` to reach `host`: when the
+/// host is not loopback (written as such; no lookup) and the job names no cluster network. With a
+/// network, the client checks the host against it itself.
+pub fn client_needs_allow_remote(host: &str) -> Result<bool, String> {
+    let bare = unbracket(host);
+    let loopback = bare == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    Ok(!loopback && cluster_network()?.is_none())
+}
+
 /// The refusal every listener and client shares, naming what would make `host` acceptable.
 pub fn check(host: &str, allow_remote: bool, what: &str) -> Result<(), String> {
     if allow_remote || is_internal(host)? {
@@ -183,5 +192,8 @@ mod tests {
         assert!(resolve("no-such-host.invalid").is_err());
         assert_eq!(bind_ip("localhost"), "127.0.0.1");
         assert_eq!(bind_ip("10.231.0.12"), "10.231.0.12");
+        for host in ["127.0.0.1", "localhost", "[::1]"] {
+            assert!(!client_needs_allow_remote(host).unwrap(), "{host}");
+        }
     }
 }

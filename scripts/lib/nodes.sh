@@ -82,6 +82,15 @@ nodes_up() {
   done
 }
 
+# True when any of the given pid files names a live process (other scripts' daemons on the nodes).
+any_alive() {
+  local f
+  for f in "$@"; do
+    [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 # Runs a command on node I: in its network namespace, under its own hostname, with the nodes' hosts
 # file. (Not `ip netns exec`: it remounts /sys, which hides /sys/fs/cgroup from slurmd.)
 node_exec() {

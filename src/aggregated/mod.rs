@@ -488,17 +488,17 @@ fn single_image(model: &Path) -> Result<String, String> {
     )
 }
 
-/// `--allow-remote` when the server is not on loopback (a cluster node the job allocated), unless the
-/// profile names the cluster network, which the client then checks the server is in.
+/// `--allow-remote` when the server is on a cluster node the job allocated, outside loopback and any
+/// cluster network (`netscope::client_needs_allow_remote`).
 fn remote(base: &str) -> Result<Vec<&'static str>, String> {
-    let local = ["://127.0.0.1:", "://localhost:", "://[::1]:"]
-        .iter()
-        .any(|l| base.contains(l));
-    let internal = crate::netscope::cluster_network()?.is_some();
-    Ok(if local || internal {
-        Vec::new()
-    } else {
+    let host = url::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .ok_or_else(|| format!("invalid server URL {base}"))?;
+    Ok(if crate::netscope::client_needs_allow_remote(&host)? {
         vec!["--allow-remote"]
+    } else {
+        Vec::new()
     })
 }
 

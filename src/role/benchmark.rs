@@ -287,11 +287,6 @@ fn client_command(
                 "http://{}",
                 crate::serve::engine::host_port(&router.host, router.port)
             );
-            let loopback = router.host == "localhost"
-                || router
-                    .host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
             let mut args: Vec<String> = [
                 "bench",
                 "--base-url",
@@ -322,7 +317,7 @@ fn client_command(
             if !ctx.spec.benchmark.streaming {
                 args.push("--no-stream".into());
             }
-            if !loopback && crate::netscope::cluster_network()?.is_none() {
+            if crate::netscope::client_needs_allow_remote(&router.host)? {
                 // The router runs on a cluster node the case's own job allocated. With a cluster
                 // network in the profile, the client itself checks the router is inside it.
                 args.push("--allow-remote".into());
