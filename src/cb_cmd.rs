@@ -60,6 +60,7 @@ pub fn run(a: CbRunArgs) -> Result<bool, String> {
                 seed: i,
                 max_tokens,
                 add_step: 0,
+                expect_error: None,
             }
         })
         .collect();

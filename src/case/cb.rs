@@ -10,6 +10,7 @@
 //! max_num_batched_tokens: 512 # optional: the per-step token budget (chunked prefill)
 //! prompts:                    # `len` (deterministic token ids) or `text`; added before step add_step
 //!   - {id: A, len: 40, max_tokens: 3, add_step: 0}
+//!   - {id: L, len: 300, max_tokens: 1, expect_error: "longer than the maximum model length"}
 //! steps:                      # category steps: only the fields written are asserted
 //!   - {step: 1, waiting: [], running: [A], request_outputs: [A], n_used_blocks: 2}
 //! logprobs: 5                 # category output: top-N compared with the transformers reference
@@ -17,7 +18,13 @@
 //!                              # abs_tol optional; prob_abs_tol: 0.08 compares probabilities
 //! matrix:                     # optional: one trial per combination, e.g. `…[max_num_seqs=2]`
 //!   max_num_seqs: [1, 2]
+//!   max_tokens: [8, [10, 20]]  # max_tokens / prompt_len: one value for every prompt, or a list with
+//!                              # one value per prompt (the seed's `[[10, 20], [60, 78]]`): `…=10/20`
 //! ```
+//!
+//! `expect_error` (a regex) asserts that the engine rejects that prompt when it is added, e.g. a
+//! prompt longer than `max_model_len`; the other prompts run as usual. A prompt that does not fit
+//! and expects nothing is refused by validation, since the engine would reject it.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +87,9 @@ pub struct Prompt {
     pub max_tokens: u64,
     #[serde(default)]
     pub add_step: u64,
+    /// Regex the engine's rejection of this prompt must match; the prompt is expected to fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_error: Option<String>,
 }
 
 /// One expected row; `None` fields are not asserted.
@@ -112,6 +122,9 @@ fn known_fields(path: &str) -> Option<&'static [&'static str]> {
         _ => return None,
     })
 }
+
+/// Fields a `matrix:` may vary with one value per prompt (a list) as well as one for all.
+const PER_PROMPT_FIELDS: &[&str] = &["max_tokens", "prompt_len"];
 
 /// Fields a `matrix:` may vary.
 const MATRIX_FIELDS: &[&str] = &[
@@ -170,12 +183,32 @@ pub fn validate(spec: &CbSpec, category: &str) -> Vec<Violation> {
                 "must be at least 1",
             ));
         }
-        if let Some(len) = p.len {
-            if len + p.max_tokens > spec.max_model_len {
+        if let Some(pattern) = &p.expect_error {
+            if let Err(e) = regex::Regex::new(pattern) {
+                v.push(Violation::error(
+                    format!("{key}.expect_error"),
+                    format!("not a valid regex: {e}"),
+                ));
+            }
+        }
+        if let (Some(len), None) = (p.len, &p.expect_error) {
+            // vLLM 0.32 rejects a prompt that leaves no room for one output token
+            // (v1/engine/input_processor.py); a longer request is cut at max_model_len.
+            if len >= spec.max_model_len {
                 v.push(Violation::error(
                     &key,
                     format!(
-                        "len {len} + max_tokens {} exceeds max_model_len {}",
+                        "len {len} leaves no room under max_model_len {}: the engine rejects this \
+                         prompt (set `expect_error` to assert that)",
+                        spec.max_model_len
+                    ),
+                ));
+            } else if len + p.max_tokens > spec.max_model_len {
+                v.push(Violation::warning(
+                    &key,
+                    format!(
+                        "len {len} + max_tokens {} exceeds max_model_len {}: the engine stops \
+                         this request at max_model_len",
                         p.max_tokens, spec.max_model_len
                     ),
                 ));
@@ -252,11 +285,13 @@ pub fn validate(spec: &CbSpec, category: &str) -> Vec<Violation> {
                 format!("matrix.{key}"),
                 "needs at least one value",
             ));
-        } else if values.iter().any(|x| x.as_u64().is_none()) {
-            v.push(Violation::error(
-                format!("matrix.{key}"),
-                "values must be positive integers",
-            ));
+        } else {
+            let per_prompt = PER_PROMPT_FIELDS.contains(&key.as_str());
+            for (i, value) in values.iter().enumerate() {
+                if let Err(reason) = matrix_value(value, per_prompt, spec.prompts.len()) {
+                    v.push(Violation::error(format!("matrix.{key}.{i}"), reason));
+                }
+            }
         }
     }
     v
@@ -266,15 +301,19 @@ impl CbSpec {
     /// Every combination of `matrix` as (name suffix, spec); one `("", self)` without a matrix.
     /// `max_tokens` and `prompt_len` apply to every prompt.
     pub fn expand(&self) -> Vec<(String, CbSpec)> {
-        let mut combos: Vec<Vec<(String, u64)>> = vec![Vec::new()];
+        let mut combos: Vec<Vec<(String, MatrixValue)>> = vec![Vec::new()];
         for (key, values) in &self.matrix {
-            let values: Vec<u64> = values.iter().filter_map(|v| v.as_u64()).collect();
+            let per_prompt = PER_PROMPT_FIELDS.contains(&key.as_str());
+            let values: Vec<MatrixValue> = values
+                .iter()
+                .filter_map(|v| matrix_value(v, per_prompt, self.prompts.len()).ok())
+                .collect();
             combos = combos
                 .into_iter()
                 .flat_map(|c| {
                     values.iter().map(move |v| {
                         let mut c = c.clone();
-                        c.push((key.clone(), *v));
+                        c.push((key.clone(), v.clone()));
                         c
                     })
                 })
@@ -285,19 +324,26 @@ impl CbSpec {
             .map(|combo| {
                 let mut spec = self.clone();
                 spec.matrix.clear();
-                for (key, v) in &combo {
+                for (key, value) in &combo {
+                    let one = value.first();
                     match key.as_str() {
-                        "max_num_seqs" => spec.max_num_seqs = *v,
-                        "max_model_len" => spec.max_model_len = *v,
-                        "block_size" => spec.block_size = *v,
-                        "num_blocks" => spec.num_blocks = Some(*v),
-                        "max_num_batched_tokens" => spec.max_num_batched_tokens = Some(*v),
-                        "logprobs" => spec.logprobs = Some(*v),
-                        "max_tokens" => spec.prompts.iter_mut().for_each(|p| p.max_tokens = *v),
-                        "prompt_len" => spec.prompts.iter_mut().for_each(|p| {
-                            p.text = None;
-                            p.len = Some(*v);
-                        }),
+                        "max_num_seqs" => spec.max_num_seqs = one,
+                        "max_model_len" => spec.max_model_len = one,
+                        "block_size" => spec.block_size = one,
+                        "num_blocks" => spec.num_blocks = Some(one),
+                        "max_num_batched_tokens" => spec.max_num_batched_tokens = Some(one),
+                        "logprobs" => spec.logprobs = Some(one),
+                        "max_tokens" => {
+                            for (i, p) in spec.prompts.iter_mut().enumerate() {
+                                p.max_tokens = value.for_prompt(i);
+                            }
+                        }
+                        "prompt_len" => {
+                            for (i, p) in spec.prompts.iter_mut().enumerate() {
+                                p.text = None;
+                                p.len = Some(value.for_prompt(i));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -312,6 +358,76 @@ impl CbSpec {
             })
             .collect()
     }
+}
+
+/// One `matrix:` value: a number for every prompt, or one number per prompt.
+#[derive(Debug, Clone, PartialEq)]
+enum MatrixValue {
+    All(u64),
+    PerPrompt(Vec<u64>),
+}
+
+impl MatrixValue {
+    fn first(&self) -> u64 {
+        match self {
+            MatrixValue::All(v) => *v,
+            MatrixValue::PerPrompt(v) => v[0],
+        }
+    }
+
+    fn for_prompt(&self, i: usize) -> u64 {
+        match self {
+            MatrixValue::All(v) => *v,
+            MatrixValue::PerPrompt(v) => v[i],
+        }
+    }
+}
+
+/// `10` → "10"; `[10, 20]` → "10/20", so trial names stay one bracketed list.
+impl std::fmt::Display for MatrixValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MatrixValue::All(v) => write!(f, "{v}"),
+            MatrixValue::PerPrompt(v) => {
+                let parts: Vec<String> = v.iter().map(u64::to_string).collect();
+                write!(f, "{}", parts.join("/"))
+            }
+        }
+    }
+}
+
+fn matrix_value(
+    value: &serde_yaml::Value,
+    per_prompt: bool,
+    prompts: usize,
+) -> Result<MatrixValue, String> {
+    if let Some(n) = value.as_u64().filter(|n| *n > 0) {
+        return Ok(MatrixValue::All(n));
+    }
+    let Some(list) = value.as_sequence() else {
+        return Err(if per_prompt {
+            "a positive integer, or a list with one per prompt".into()
+        } else {
+            "values must be positive integers".into()
+        });
+    };
+    if !per_prompt {
+        return Err("one value for every prompt: lists are for max_tokens and prompt_len".into());
+    }
+    let numbers: Vec<u64> = list
+        .iter()
+        .filter_map(|x| x.as_u64().filter(|n| *n > 0))
+        .collect();
+    if numbers.len() != list.len() {
+        return Err("per-prompt values must be positive integers".into());
+    }
+    if numbers.len() != prompts {
+        return Err(format!(
+            "{} value(s) for {prompts} prompt(s): give one per prompt",
+            numbers.len()
+        ));
+    }
+    Ok(MatrixValue::PerPrompt(numbers))
 }
 
 #[cfg(test)]
@@ -355,12 +471,81 @@ mod tests {
             .collect();
         let has = |k: &str, r: &str| keys.iter().any(|(kk, rr)| *kk == k && rr.contains(r));
         assert!(has("max_num_seqs", "at least 1"), "{keys:?}");
-        assert!(has("prompts.0", "exceeds max_model_len 50"), "{keys:?}");
+        let cut = v.iter().find(|v| v.key == "prompts.0").unwrap();
+        assert!(
+            cut.reason.contains("exceeds max_model_len 50") && !cut.is_error(),
+            "upstream accepts a request cut at max_model_len: a warning, {cut:?}"
+        );
         assert!(has("prompts.1.id", "duplicate id `A`"), "{keys:?}");
         assert!(has("prompts.1", "not both"), "{keys:?}");
         assert!(has("steps.0", "`Z`"), "{keys:?}");
         assert!(has("steps.1.step", "must increase"), "{keys:?}");
         assert!(has("matrix.temperature", "cannot vary"), "{keys:?}");
         assert!(keys.iter().any(|(k, _)| *k == "bogus"), "{keys:?}");
+    }
+
+    #[test]
+    fn per_prompt_matrix_lists_and_expected_rejections() {
+        let text = format!(
+            "{BASE}logprobs: 3\nmatrix:\n  max_tokens: [4, [10, 20]]\n  prompt_len: [[8, 9]]\n"
+        );
+        let (spec, v) = load(&text, "output", "x");
+        assert!(v.is_empty(), "{v:?}");
+        let Some(CaseSpec::Cb(spec)) = spec else {
+            panic!()
+        };
+        let all = spec.expand();
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "[max_tokens=4,prompt_len=8/9]",
+                "[max_tokens=10/20,prompt_len=8/9]"
+            ]
+        );
+        let tokens: Vec<u64> = all[1].1.prompts.iter().map(|p| p.max_tokens).collect();
+        assert_eq!(tokens, [10, 20]);
+        let lens: Vec<Option<u64>> = all[1].1.prompts.iter().map(|p| p.len).collect();
+        assert_eq!(lens, [Some(8), Some(9)]);
+
+        let bad = format!(
+            "{BASE}matrix:\n  max_tokens: [[1, 2, 3]]\n  max_num_seqs: [[1, 2]]\n  prompt_len: [[0, 4]]\n"
+        );
+        let (_, v) = load(&bad, "output", "x");
+        let reasons: Vec<String> = v
+            .iter()
+            .map(|v| format!("{}: {}", v.key, v.reason))
+            .collect();
+        let has = |s: &str| reasons.iter().any(|r| r.contains(s));
+        assert!(
+            has("matrix.max_tokens.0: 3 value(s) for 2 prompt(s)"),
+            "{reasons:?}"
+        );
+        assert!(
+            has("matrix.max_num_seqs.0: one value for every prompt"),
+            "{reasons:?}"
+        );
+        assert!(
+            has("matrix.prompt_len.0: per-prompt values must be positive"),
+            "{reasons:?}"
+        );
+
+        // A prompt that cannot fit is refused unless the case expects the engine's rejection.
+        let long = "max_model_len: 64\nmax_num_seqs: 2\nprompts:\n  - {id: A, len: 8, max_tokens: 2}\n  - {id: L, len: 64, max_tokens: 1}\n";
+        let (_, v) = load(long, "output", "x");
+        assert!(
+            v.iter()
+                .any(|v| v.is_error() && v.key == "prompts.1" && v.reason.contains("expect_error")),
+            "{v:?}"
+        );
+        let expected = long.replace(
+            "max_tokens: 1}",
+            "max_tokens: 1, expect_error: \"longer than\"}",
+        );
+        let (_, v) = load(&expected, "output", "x");
+        assert!(v.is_empty(), "{v:?}");
+        let broken = long.replace("max_tokens: 1}", "max_tokens: 1, expect_error: \"(\"}");
+        let (_, v) = load(&broken, "output", "x");
+        assert!(v.iter().any(|v| v.key == "prompts.1.expect_error"), "{v:?}");
     }
 }

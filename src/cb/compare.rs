@@ -1,6 +1,7 @@
 //! Comparing a cb trace with the case: step tables (side by side at the first difference) and
 //! outputs against the transformers reference (token ids exact, logprobs within tolerance).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -16,6 +17,9 @@ pub struct Traced {
     pub request_outputs: Vec<String>,
     pub finished_requests: Vec<String>,
     pub n_used_blocks: u64,
+    /// Prompts the engine refused so far: id → its message.
+    #[serde(default)]
+    pub rejected: BTreeMap<String, String>,
 }
 
 /// vLLM 0.32 appends `-<8 hex>` to request ids internally; the case's ids are what it added.
@@ -142,6 +146,10 @@ pub fn steps(expected: &[StepRow], trace_path: &Path, spec: &CbSpec) -> Result<S
             ));
         }
     }
+    let refused = rejections(
+        spec,
+        &trace.last().map(|t| t.rejected.clone()).unwrap_or_default(),
+    )?;
     let table_end = expected.last().map(|r| r.step).unwrap_or(0);
     if table_end != last {
         return Err(format!(
@@ -150,7 +158,7 @@ pub fn steps(expected: &[StepRow], trace_path: &Path, spec: &CbSpec) -> Result<S
         ));
     }
     Ok(format!(
-        "{} step(s) traced, {} asserted",
+        "{} step(s) traced, {} asserted{refused}",
         trace.len(),
         expected.len()
     ))
@@ -173,6 +181,48 @@ struct Run {
 #[derive(Debug, Deserialize)]
 struct OutputResult {
     runs: Vec<Run>,
+    #[serde(default)]
+    rejected: BTreeMap<String, String>,
+}
+
+/// Every `expect_error` prompt must have been refused with a matching message, and no other prompt
+/// refused; `Ok` names what was refused as expected (empty when nothing was expected).
+pub fn rejections(spec: &CbSpec, rejected: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut matched = Vec::new();
+    for p in &spec.prompts {
+        let got = rejected.get(&p.id);
+        match (&p.expect_error, got) {
+            (None, None) => {}
+            (None, Some(message)) => {
+                return Err(format!("the engine refused request {}: {message}", p.id));
+            }
+            (Some(pattern), None) => {
+                return Err(format!(
+                    "request {} was accepted, but the case expects the engine to refuse it with \
+                     /{pattern}/ (prompt len {}, max_model_len {})",
+                    p.id,
+                    p.len.map_or("text".to_owned(), |n| n.to_string()),
+                    spec.max_model_len
+                ));
+            }
+            (Some(pattern), Some(message)) => {
+                let re = regex::Regex::new(pattern).map_err(|e| format!("expect_error: {e}"))?;
+                if !re.is_match(message) {
+                    return Err(format!(
+                        "request {} was refused, but not as expected: /{pattern}/ does not match \
+                         \"{message}\"",
+                        p.id
+                    ));
+                }
+                matched.push(p.id.clone());
+            }
+        }
+    }
+    Ok(if matched.is_empty() {
+        String::new()
+    } else {
+        format!("; refused as expected: {}", matched.join(", "))
+    })
 }
 
 fn top(t: &Token) -> String {
@@ -198,6 +248,7 @@ pub fn output(result_path: &Path, spec: &CbSpec) -> Result<String, String> {
         .map_err(|e| format!("cannot read {}: {e}", result_path.display()))?;
     let result: OutputResult =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", result_path.display()))?;
+    let refused = rejections(spec, &result.rejected)?;
     let rel_tol = spec.rel_tol.unwrap_or(DEFAULT_REL_TOL);
     let abs_tol = spec.abs_tol.unwrap_or(0.0);
     let prob_abs_tol = spec.prob_abs_tol;
@@ -255,7 +306,7 @@ pub fn output(result_path: &Path, spec: &CbSpec) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "{compared} token(s) identical, logprobs within rel_tol {rel_tol}; {worst_text}"
+        "{compared} token(s) identical, logprobs within rel_tol {rel_tol}; {worst_text}{refused}"
     ))
 }
 
@@ -379,5 +430,29 @@ mod tests {
         assert!(output(&result(dir.path(), (9, -6.01)), &s).is_ok());
         s.prob_abs_tol = Some(1e-6);
         assert!(output(&result(dir.path(), (9, -6.01)), &s).is_err());
+    }
+
+    #[test]
+    fn expected_rejections_must_happen_and_match() {
+        let mut s = spec();
+        s.prompts[1].expect_error = Some("longer than the maximum model length".into());
+        let refused = |msg: &str| BTreeMap::from([("B".to_owned(), msg.to_owned())]);
+        let vllm =
+            "The decoder prompt (length 300) is longer than the maximum model length of 128.";
+        let ok = rejections(&s, &refused(vllm)).unwrap();
+        assert_eq!(ok, "; refused as expected: B");
+        let e = rejections(&s, &BTreeMap::new()).unwrap_err();
+        assert!(
+            e.contains("request B was accepted") && e.contains("max_model_len 128"),
+            "{e}"
+        );
+        let e = rejections(&s, &refused("out of blocks")).unwrap_err();
+        assert!(
+            e.contains("not as expected") && e.contains("out of blocks"),
+            "{e}"
+        );
+        s.prompts[1].expect_error = None;
+        let e = rejections(&s, &refused(vllm)).unwrap_err();
+        assert!(e.contains("the engine refused request B"), "{e}");
     }
 }
