@@ -148,6 +148,8 @@ enum AggregatedCommand {
         #[arg(long)]
         resume_csv: Vec<PathBuf>,
     },
+    /// Seed 000's launch.py: its flags over its own model/cluster config, case and bench-param files.
+    Launch(Box<servetest::aggregated::launch::LaunchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -333,6 +335,15 @@ fn main() -> ExitCode {
                     resume_csv,
                 },
         } => match servetest::aggregated::run(&case, &out, &resume_csv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
+                ExitCode::from(1)
+            }
+        },
+        Command::Aggregated {
+            what: AggregatedCommand::Launch(args),
+        } => match servetest::aggregated::launch::launch(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));

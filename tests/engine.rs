@@ -252,16 +252,57 @@ fn only_dir(dir: &std::path::Path, prefix: &str) -> PathBuf {
     found[0].clone()
 }
 
-/// Seed 000's layout: serve, text-only check, a 2×2 sweep; then a resumed run skips all of it.
+/// Seed 000's `launch.py` command line over upstream-format files (a model config list, a
+/// bench-param JSON list, `{question, keywords}` text cases): the layout and contents upstream
+/// writes; then `--resume-csv` skips the model, `--dry-run` selects by device count, and neither
+/// `--infer` nor `--perf` only collects the environment.
 #[test]
-fn aggregated_case_writes_the_seeds_layout_and_resumes() {
+fn seed_launch_runs_upstream_configs_end_to_end_and_resumes() {
     tiny_model();
-    let out = tempfile::tempdir().unwrap();
-    let out_s = out.path().to_str().unwrap();
-    let case = "test_configs/aggregated/perf/tiny-llama_tp1.yaml";
-    let (ok, all) = servetest(&["aggregated", "run", "--case", case, "--out", out_s]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let models = d.join("model.yaml");
+    std::fs::write(
+        &models,
+        "- name: tiny-llama\n  model_path: models/tiny\n  timeout: 300\n  serve_config:\n    max_model_len: 256\n    extra_args:\n      --dtype: float32\n      --enforce-eager:\n  infer_type:\n    - text-only\n  benchmark:\n    bench_param: BENCH\n    ignore_eos: true\n    sweep_num_runs: '1'\n  extra_env:\n    - VLLM_CPU_KVCACHE_SPACE: 1\n  tags: [dense]\n"
+            .replace("BENCH", d.join("bench.json").to_str().unwrap())
+            .as_str(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("bench.json"),
+        r#"[{"max_concurrency": 1, "num_prompts": 2, "random_input_len": 16, "random_output_len": 8},
+            {"num_prompts": 4, "max_concurrency": 2, "random_input_len": 16, "random_output_len": 8}]"#,
+    )
+    .unwrap();
+    let cases = d.join("text_case.yaml");
+    std::fs::write(
+        &cases,
+        "- question: What is 2 + 2?\n  keywords: ['4', four]\n- question: Name a colour.\n  keywords: [red, blue]\n",
+    )
+    .unwrap();
+    let work = d.join("work");
+    let launch = |work: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "aggregated",
+            "launch",
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--model-config",
+            models.to_str().unwrap(),
+            "--text-case",
+            cases.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        servetest(&args)
+    };
+    let (ok, all) = launch(&work, &["--infer", "--perf"]);
     assert!(ok, "{all}");
-    let run = only_dir(out.path(), "20");
+    assert!(
+        all.contains("swap_space 16 not passed: this vLLM has no --swap-space"),
+        "{all}"
+    );
+    let run = only_dir(&work, "20");
     assert!(
         std::fs::metadata(run.join("collect_env.txt"))
             .unwrap()
@@ -269,63 +310,95 @@ fn aggregated_case_writes_the_seeds_layout_and_resumes() {
             > 0
     );
     let infer = run.join("inference");
-    assert!(infer.join("tiny-llama[tp1pp1dp1]_serve.log").exists());
+    let results = std::fs::read_to_string(infer.join("inference_results.csv")).unwrap();
+    let lines: Vec<&str> = results.lines().collect();
+    assert_eq!(
+        lines[0], "Model,Correct Ratio,Stage,Reason,Model Path",
+        "{results}"
+    );
+    assert!(
+        lines[1].starts_with("tiny-llama[tp1pp1dp1],")
+            && lines[1].ends_with("%,NORMAL_END,,models/tiny"),
+        "{results}"
+    );
     let answers =
         std::fs::read_to_string(infer.join("tiny-llama[tp1pp1dp1]_text_only_inference.log"))
             .unwrap();
-    assert_eq!(answers.matches("answer: ").count(), 2, "{answers}");
-    let results = std::fs::read_to_string(infer.join("inference_results.csv")).unwrap();
-    assert!(
-        results.contains("tiny-llama,1,1,1,text-only,PASSED,"),
-        "{results}"
+    assert_eq!(
+        answers.matches("[tiny-llama] Response:").count(),
+        2,
+        "{answers}"
     );
+    assert!(
+        answers.contains("[tiny-llama] Question: What is 2 + 2?"),
+        "{answers}"
+    );
+    assert!(infer.join("tiny-llama[tp1pp1dp1]_serve.log").exists());
     let perf = run.join("performance");
     assert!(perf.join("tiny-llama_tp1_pp1_dp1_serve.log").exists());
     let sweep = only_dir(&perf.join("tiny-llama_tp1_pp1_dp1"), "20");
-    let benches: Vec<_> = std::fs::read_dir(&sweep)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("BENCH--"))
-        .collect();
-    assert_eq!(benches.len(), 4, "a 2×2 sweep");
-    for b in &benches {
-        for f in ["run=0.json", "summary.json"] {
-            assert!(b.path().join(f).exists(), "{}/{f}", b.path().display());
-        }
-    }
-    assert!(sweep
-        .join("BENCH--max_concurrency=4-num_prompts=20-random_input_len=64-random_output_len=16")
-        .exists());
-    let summary = sweep.join("summary.csv");
+    // Directory names follow each combination's key order, as vLLM's sweep names them.
+    let second = sweep
+        .join("BENCH--num_prompts=4-max_concurrency=2-random_input_len=16-random_output_len=8");
+    let run0: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("run=0.json")).unwrap()).unwrap();
     assert_eq!(
-        std::fs::read_to_string(&summary).unwrap().lines().count(),
-        5
+        (
+            run0["run_number"].as_u64(),
+            run0["max_concurrency"].as_u64()
+        ),
+        (Some(0), Some(2))
     );
-    // Resume from both files: nothing is left to do, and nothing runs.
-    let out2 = tempfile::tempdir().unwrap();
-    let (ok, all) = servetest(&[
-        "aggregated",
-        "run",
-        "--case",
-        case,
-        "--out",
-        out2.path().to_str().unwrap(),
-        "--resume-csv",
-        summary.to_str().unwrap(),
-        "--resume-csv",
-        infer.join("inference_results.csv").to_str().unwrap(),
-    ]);
+    assert_eq!(run0["completed"].as_u64(), Some(4), "{run0}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary.as_array().map(Vec::len),
+        Some(1),
+        "a list of the runs"
+    );
+    let csv = std::fs::read_to_string(sweep.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "one row per run: {csv}");
+    assert!(csv.starts_with(',') && csv.contains("run_number"), "{csv}");
+
+    // Upstream's resume: the model's rows all ended normally, so it is skipped and re-recorded.
+    let (ok, all) = launch(
+        &d.join("work2"),
+        &[
+            "--infer",
+            "--resume-csv",
+            infer.join("inference_results.csv").to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{all}");
     assert!(
-        all.contains("4 recorded combination(s) are skipped"),
+        all.contains("1 finished model(s)") && all.contains("everything recorded already"),
         "{all}"
     );
+    let run2 = only_dir(&d.join("work2"), "20");
+    let again = std::fs::read_to_string(run2.join("inference/inference_results.csv")).unwrap();
     assert!(
-        all.contains("tiny-llama: everything recorded already (resume)"),
+        again.contains("tiny-llama[tp1pp1dp1],0%,NORMAL_END,Resumed from last result,models/tiny"),
+        "{again}"
+    );
+    assert!(!run2
+        .join("inference/tiny-llama[tp1pp1dp1]_serve.log")
+        .exists());
+
+    let (ok, all) = launch(&work, &["--dry-run", "--gpus", "2"]);
+    assert!(
+        ok && all.contains("[Scheduler] Selected 0 model(s):"),
         "{all}"
     );
-    let run2 = only_dir(out2.path(), "20");
-    assert!(!run2.join("performance").exists() && !run2.join("inference").exists());
+    let (ok, all) = launch(&work, &["--dry-run"]);
+    assert!(
+        ok && all.contains("  - tiny-llama | gpus=1 | tags=dense"),
+        "{all}"
+    );
+    let (ok, all) = launch(&d.join("work3"), &[]);
+    assert!(ok && all.contains("neither --infer nor --perf"), "{all}");
+    let run3 = only_dir(&d.join("work3"), "20");
+    assert!(run3.join("collect_env.txt").exists() && !run3.join("inference").exists());
 }
 
 /// Seed 003's grid on vLLM: every point gets a prefill and a decode latency; layers are composed.

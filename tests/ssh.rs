@@ -27,6 +27,7 @@ fn target(auth: AuthType) -> ClusterNode {
             password_env: Some("SERVETEST_SSH_PASSWORD".into()),
         },
         ray: Some(RayNode { nic: "lo".into() }),
+        nic: None,
     }
 }
 

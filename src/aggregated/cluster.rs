@@ -148,13 +148,13 @@ impl Node {
     pub fn probe(&self) -> Result<String, String> {
         let out = self.run(&["hostname"])?;
         let host = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if let Some(ray) = &self.spec.ray {
-            let path = format!("/sys/class/net/{}", ray.nic);
+        if let Some(nic) = self.spec.nic() {
+            let path = format!("/sys/class/net/{nic}");
             self.run(&["test", "-e", &path]).map_err(|_| {
                 format!(
                     "{}: ray.nic `{}` does not exist on {host}",
                     self.name(),
-                    ray.nic
+                    nic
                 )
             })?;
         }
@@ -163,8 +163,8 @@ impl Node {
 
     fn ray_env(&self) -> Vec<String> {
         let mut v = vec!["env".to_owned()];
-        if let Some(r) = &self.spec.ray {
-            v.push(format!("GLOO_SOCKET_IFNAME={}", r.nic));
+        if let Some(nic) = self.spec.nic() {
+            v.push(format!("GLOO_SOCKET_IFNAME={nic}"));
         }
         v
     }
@@ -304,6 +304,7 @@ mod tests {
                 password_env: None,
             },
             ray: Some(RayNode { nic: "eth0".into() }),
+            nic: None,
         }
     }
 

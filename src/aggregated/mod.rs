@@ -1,128 +1,100 @@
-//! `servetest aggregated run`: the job step of an `aggregated` case (seed 000's launch.py). Per
-//! model: serve it with vLLM, run the inference checks, sweep `servetest bench` over the bench-param
-//! combinations, and write the seed's layout under `<out>/<YYYYmmdd_HHMM>/`:
+//! `servetest aggregated run` / `launch`: seed 000's batched test (MetaX-MACA/vLLM-metax
+//! `tools/batched_test`). Per model: serve it with vLLM, run its inference cases, sweep
+//! `servetest bench` over the bench-param combinations, and write upstream's layout under
+//! `<out>/<YYYYmmdd_HHMM>/`:
 //!
 //! ```text
 //! collect_env.txt
-//! inference/<model>[tpXppYdpZ]_serve.log, …_text_only_inference.log, inference_results.csv
+//! inference/<model>[tpXppYdpZ]_serve.log, …_text_only_inference.log | …_single_image_inference.log
+//! inference/inference_results.csv                Model, Correct Ratio, Stage, Reason, Model Path
 //! performance/<model>_tpX_ppY_dpZ_serve.log
-//! performance/<model>_tpX_ppY_dpZ/<YYYYmmdd_HHMMSS>/BENCH--max_concurrency=…/run=N.json, summary.json
-//! performance/<model>_tpX_ppY_dpZ/<YYYYmmdd_HHMMSS>/summary.csv
+//! performance/<model>_tpX_ppY_dpZ/<YYYYmmdd_HHMMSS>/BENCH--k=v-…/run=N.json, summary.json
+//! performance/<model>_tpX_ppY_dpZ/<YYYYmmdd_HHMMSS>/summary.csv   one row per run
 //! ```
 //!
-//! `--resume-csv FILE` (or `SERVETEST_RESUME_CSV`) skips what an earlier run recorded: passed checks
-//! of an `inference_results.csv`, or combinations of a `summary.csv`.
+//! `--resume-csv FILE` (or `SERVETEST_RESUME_CSV`): an `inference_results.csv` skips the models
+//! whose rows all ended normally (upstream's rule); a sweep's `summary.csv` skips its combinations.
 
 pub mod cluster;
+pub mod inference;
+pub mod launch;
+pub mod sweep;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::case::aggregated::{AggregatedSpec, BenchParams, BenchPoint, ModelEntry};
+use crate::case::aggregated::{
+    read_bench_params, AggregatedSpec, BenchPoint, ModelEntry, SWAP_SPACE_DEFAULT,
+};
 use crate::case::CaseSpec;
 use crate::latency::{job_dir, RowOut, ROWS_FILE};
 use crate::serve::engine::{default_python, ServeSpec, Vllm};
 use crate::serve::server::{free_port, Server};
+use inference::{Cases, ResultRow, Stage};
 
 pub const RESUME_CSV_ENV: &str = "SERVETEST_RESUME_CSV";
 
 /// What an earlier run already did.
 #[derive(Debug, Default)]
 pub struct Resume {
-    /// (model name, infer type) that passed.
-    pub infer: HashSet<(String, String)>,
-    /// (model perf label, point) recorded in a summary.csv.
-    pub perf: HashSet<(String, BenchPoint)>,
+    /// Model tags (`name[tpXppYdpZ]`) whose inference ended normally.
+    pub infer: HashSet<String>,
+    /// (model perf label, combination) recorded in a sweep's summary.csv.
+    pub perf: HashSet<(String, (u64, u64, u64, u64))>,
 }
 
 impl Resume {
     pub fn load(path: &Path) -> Result<Resume, String> {
         let mut r = Resume::default();
-        let mut reader =
-            csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let headers = reader.headers().map_err(|e| e.to_string())?.clone();
-        let col = |name: &str| headers.iter().position(|h| h == name);
-        for rec in reader.records() {
-            let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
-            let get = |name: &str| col(name).and_then(|i| rec.get(i)).unwrap_or("").to_owned();
-            let num = |name: &str| get(name).parse::<u64>().unwrap_or(0);
-            if col("infer_type").is_some() {
-                if get("status") == "PASSED" {
-                    r.infer.insert((get("model"), get("infer_type")));
-                }
-            } else if col("max_concurrency").is_some() {
-                r.perf.insert((
-                    get("model"),
-                    BenchPoint {
-                        max_concurrency: num("max_concurrency"),
-                        num_prompts: num("num_prompts"),
-                        random_input_len: num("random_input_len"),
-                        random_output_len: num("random_output_len"),
-                    },
-                ));
-            } else {
-                return Err(format!(
-                    "{}: neither an inference_results.csv nor a summary.csv (header {:?})",
-                    path.display(),
-                    headers
-                ));
-            }
+        let header = std::fs::read_to_string(path)
+            .map_err(|e| format!("--resume-csv {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if header.split(',').any(|h| h == "Stage") {
+            r.infer = inference::finished_models(path)?;
+        } else {
+            r.perf = sweep::recorded(path)?.into_iter().collect();
         }
         Ok(r)
     }
 }
 
-#[derive(Debug, Serialize)]
-struct InferRow {
-    model: String,
-    tp: u64,
-    pp: u64,
-    dp: u64,
-    infer_type: String,
-    status: String,
-    seconds: f64,
-    detail: String,
-}
-
-#[derive(Debug, Serialize)]
-struct SummaryRow {
-    model: String,
-    max_concurrency: u64,
-    num_prompts: u64,
-    random_input_len: u64,
-    random_output_len: u64,
-    runs: u64,
-    request_throughput: f64,
-    output_throughput: f64,
-    median_ttft_ms: f64,
-    median_tpot_ms: f64,
-    median_e2el_ms: f64,
-    failed: f64,
+/// How a run reads its inputs: relative paths in the model entries resolve against `base`
+/// (the project root for case files; the working directory for `launch`, as upstream).
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub resume_csvs: Vec<PathBuf>,
+    pub base: PathBuf,
+    /// Write the job's `rows.json` for the harness (not for `launch`, which runs outside a job).
+    pub job_rows: bool,
 }
 
 fn stamp(fmt: &str) -> String {
     chrono::Local::now().format(fmt).to_string()
 }
 
-fn default_prompts() -> Vec<String> {
-    vec![
-        "Write a haiku about continuous batching.".into(),
-        "What is the capital of France?".into(),
-        "def add(a, b):".into(),
-    ]
-}
-
+/// `servetest aggregated run --case FILE`: the job step of an aggregated case.
 pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), String> {
     let case = crate::case::Case::load_file(case_path)?;
     crate::secrets::mask_case(&case);
-    crate::secrets::mask_process_environment();
     let Some(CaseSpec::Aggregated(spec)) = &case.spec else {
         return Err(format!("{}: not an aggregated case", case_path.display()));
     };
-    let mut paths: Vec<PathBuf> = resume_csvs.to_vec();
+    let opts = RunOptions {
+        out: out.to_path_buf(),
+        resume_csvs: resume_csvs.to_vec(),
+        base: crate::env::project_dir(),
+        job_rows: true,
+    };
+    run_spec(spec, &opts)
+}
+
+pub fn run_spec(spec: &AggregatedSpec, opts: &RunOptions) -> Result<(), String> {
+    crate::secrets::mask_process_environment();
+    let mut paths: Vec<PathBuf> = opts.resume_csvs.clone();
     if let Some(p) = std::env::var_os(RESUME_CSV_ENV) {
         paths.extend(std::env::split_paths(&p));
     }
@@ -130,7 +102,7 @@ pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), 
     for p in &paths {
         let r = Resume::load(p)?;
         println!(
-            "resuming from {}: {} passed check(s), {} recorded combination(s) are skipped",
+            "resuming from {}: {} finished model(s), {} recorded combination(s) are skipped",
             p.display(),
             r.infer.len(),
             r.perf.len()
@@ -140,9 +112,28 @@ pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), 
     }
     let root = crate::env::project_dir();
     let python = default_python(&root);
-    let run_dir = out.join(stamp("%Y%m%d_%H%M"));
+    let run_dir = opts.out.join(stamp("%Y%m%d_%H%M"));
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     collect_env(&python, &run_dir.join("collect_env.txt"));
+    if !spec.infer && !spec.perf {
+        println!(
+            "neither --infer nor --perf: only {}",
+            run_dir.join("collect_env.txt").display()
+        );
+        return Ok(());
+    }
+    let image_case = opts.base.join(&spec.image_case);
+    let cases = Cases {
+        text: inference::read_cases(&opts.base.join(&spec.text_case)),
+        image: inference::read_cases(&image_case),
+        image_bases: vec![
+            image_case
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            root.clone(),
+        ],
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -150,22 +141,28 @@ pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), 
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let ctx = Context {
+        spec,
+        base: &opts.base,
+        python: &python,
+        run_dir: &run_dir,
+        resume: &resume,
+        cases: &cases,
+    };
     for model in &spec.models {
-        match runtime.block_on(run_model(spec, model, &root, &python, &run_dir, &resume)) {
-            Ok((mut r, mut f)) => {
-                rows.append(&mut r);
-                failures.append(&mut f);
-            }
-            Err(e) => failures.push(format!("{}: {e}", model.name)),
-        }
+        let (mut r, mut f) = runtime.block_on(run_model(&ctx, model));
+        rows.append(&mut r);
+        failures.append(&mut f);
     }
-    let dir = job_dir(out);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    crate::fsutil::write_atomic(
-        &dir.join(ROWS_FILE),
-        &serde_json::to_vec_pretty(&rows).expect("json"),
-    )
-    .map_err(|e| e.to_string())?;
+    if opts.job_rows {
+        let dir = job_dir(&opts.out);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomic(
+            &dir.join(ROWS_FILE),
+            &serde_json::to_vec_pretty(&rows).expect("json"),
+        )
+        .map_err(|e| e.to_string())?;
+    }
     println!("results: {}", run_dir.display());
     if failures.is_empty() {
         Ok(())
@@ -189,9 +186,31 @@ fn collect_env(python: &Path, path: &Path) {
     let _ = std::fs::write(path, text);
 }
 
-/// vLLM serve flags of a model entry. Its `extra_args` are the seed's literal flags
-/// (`--enforce-eager: ""` is a bare flag), not the key maps `serve::engine::flags_from_map` reads.
-fn serve_args(m: &ModelEntry) -> Vec<String> {
+/// Whether the engine still takes `--swap-space` (vLLM dropped it; upstream stopped passing it
+/// then). Read from the engine's argument module without importing vLLM.
+fn engine_has_swap_space(python: &Path) -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        let out = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import importlib.util as u; s = u.find_spec('vllm'); \
+                 print(s.submodule_search_locations[0])",
+            ])
+            .output();
+        out.ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .and_then(|dir| {
+                std::fs::read_to_string(Path::new(&dir).join("engine/arg_utils.py")).ok()
+            })
+            .is_some_and(|src| src.contains("--swap-space") || src.contains("swap_space:"))
+    })
+}
+
+/// vLLM serve flags of a model entry, in upstream's order: parallelism, `--trust-remote-code`,
+/// memory, the seed's `--swap-space` (where the engine has it), length, executor, then
+/// `extra_args` as written (last, so they override: argparse keeps the last value).
+fn serve_args(m: &ModelEntry, python: &Path) -> Result<Vec<String>, String> {
     let s = &m.serve_config;
     let mut a: Vec<String> = vec![
         "--tensor-parallel-size".into(),
@@ -200,69 +219,105 @@ fn serve_args(m: &ModelEntry) -> Vec<String> {
         s.pp.to_string(),
         "--data-parallel-size".into(),
         s.dp.to_string(),
-        "--distributed-executor-backend".into(),
-        s.distributed_executor_backend.clone(),
+        "--trust-remote-code".into(),
         "--gpu-memory-utilization".into(),
         s.gpu_memory_utilization.to_string(),
+    ];
+    let swap = s.swap_space.unwrap_or(SWAP_SPACE_DEFAULT);
+    if engine_has_swap_space(python) {
+        a.extend(["--swap-space".into(), swap.to_string()]);
+    } else {
+        println!(
+            "{}: swap_space {swap} not passed: this vLLM has no --swap-space (upstream dropped it too)",
+            m.name
+        );
+    }
+    a.extend([
         "--max-model-len".into(),
         s.max_model_len.to_string(),
-    ];
-    if let Some(swap) = s.swap_space {
-        a.extend(["--swap-space".into(), swap.to_string()]);
-    }
-    for (flag, value) in &s.extra_args {
-        // Extra arguments never replace the defaults above (the seed's rule).
-        if a.iter().any(|x| x == flag) {
-            continue;
-        }
-        a.push(flag.clone());
-        match value {
-            serde_yaml::Value::Null => {}
-            serde_yaml::Value::String(v) if v.is_empty() => {}
-            serde_yaml::Value::String(v) => a.push(v.clone()),
-            other => a.push(serde_json::to_string(other).unwrap_or_default()),
-        }
-    }
-    a
+        "--distributed-executor-backend".into(),
+        m.backend().into(),
+    ]);
+    a.extend(s.extra_argv()?);
+    Ok(a)
 }
 
-async fn run_model(
-    spec: &AggregatedSpec,
-    m: &ModelEntry,
-    root: &Path,
-    python: &Path,
-    run_dir: &Path,
-    resume: &Resume,
-) -> Result<(Vec<RowOut>, Vec<String>), String> {
+struct Context<'a> {
+    spec: &'a AggregatedSpec,
+    base: &'a Path,
+    python: &'a Path,
+    run_dir: &'a Path,
+    resume: &'a Resume,
+    cases: &'a Cases,
+}
+
+/// Appends one row to `inference/inference_results.csv` (header when new), flushed at once.
+fn record(infer_dir: &Path, row: &ResultRow) -> Result<(), String> {
+    std::fs::create_dir_all(infer_dir).map_err(|e| e.to_string())?;
+    let path = infer_dir.join("inference_results.csv");
+    let exists = path.exists();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(!exists)
+        .from_writer(file);
+    w.serialize(row).map_err(|e| e.to_string())?;
+    w.flush().map_err(|e| e.to_string())
+}
+
+/// One model: rows for the report and failures; a failure never stops the other models.
+async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<String>) {
+    let label = m.infer_label();
+    let infer_dir = ctx.run_dir.join("inference");
+    let infer = ctx.spec.infer && !ctx.resume.infer.contains(&label);
+    if ctx.spec.infer && !infer {
+        let row = ResultRow::new(
+            &label,
+            None,
+            Stage::NormalEnd,
+            "Resumed from last result",
+            &m.model_path,
+        );
+        if let Err(e) = record(&infer_dir, &row) {
+            return (Vec::new(), vec![format!("{}: {e}", m.name)]);
+        }
+    }
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let infer_todo: Vec<&String> = if spec.infer {
-        m.infer_type
-            .iter()
-            .filter(|t| !resume.infer.contains(&(m.name.clone(), (*t).clone())))
-            .collect()
+    let fail_infer = |stage: Stage, reason: &str, failures: &mut Vec<String>| {
+        failures.push(format!("{} ({stage:?}): {reason}", m.name));
+        if infer {
+            let row = ResultRow::new(&label, None, stage, reason, &m.model_path);
+            if let Err(e) = record(&infer_dir, &row) {
+                failures.push(e);
+            }
+        }
+    };
+    let perf_label = m.perf_label();
+    let perf_todo: Vec<BenchPoint> = if ctx.spec.perf {
+        match read_bench_params(&ctx.base.join(&m.benchmark.bench_param)) {
+            Ok(points) => points
+                .into_iter()
+                .filter(|p| !ctx.resume.perf.contains(&(perf_label.clone(), p.key())))
+                .collect(),
+            Err(e) => {
+                fail_infer(
+                    Stage::Init,
+                    &format!("benchmark.bench_param {e}"),
+                    &mut failures,
+                );
+                return (rows, failures);
+            }
+        }
     } else {
         Vec::new()
     };
-    let params: Option<BenchParams> = if spec.perf {
-        let path = root.join(&m.benchmark.bench_param);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("benchmark.bench_param {}: {e}", path.display()))?;
-        Some(serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
-    } else {
-        None
-    };
-    let perf_label = m.perf_label();
-    let perf_todo: Vec<BenchPoint> = params
-        .as_ref()
-        .map(|p| p.points())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| !resume.perf.contains(&(perf_label.clone(), *p)))
-        .collect();
-    if infer_todo.is_empty() && perf_todo.is_empty() {
+    if !infer && perf_todo.is_empty() {
         println!("{}: everything recorded already (resume)", m.name);
-        return Ok((rows, failures));
+        return (rows, failures);
     }
     // On an SSH cluster: the nodes this model needs, Ray on them (stopped however this returns).
     struct Release(Vec<cluster::Node>, bool);
@@ -271,114 +326,112 @@ async fn run_model(
             cluster::release(&self.0, self.1);
         }
     }
-    let _nodes = match &spec.cluster {
+    let _nodes = match &ctx.spec.cluster {
         Some(nodes) => {
-            let needed = m.devices().div_ceil(spec.gpus_per_node.max(1)).max(1) as usize;
-            let ray = m.serve_config.distributed_executor_backend == "ray";
-            Some(Release(cluster::acquire(nodes, needed, ray, run_dir)?, ray))
+            let needed = m.devices().div_ceil(ctx.spec.gpus_per_node.max(1)).max(1) as usize;
+            let ray = m.backend() == "ray";
+            match cluster::acquire(nodes, needed, ray, ctx.run_dir) {
+                Ok(n) => Some(Release(n, ray)),
+                Err(e) => {
+                    fail_infer(Stage::Init, &e, &mut failures);
+                    return (rows, failures);
+                }
+            }
         }
         None => None,
     };
-    let model_path = crate::cb::resolve_model(root, &m.model_path);
-    let infer_dir = run_dir.join("inference");
-    let perf_dir = run_dir.join("performance");
-    let log = if !infer_todo.is_empty() {
-        infer_dir.join(format!("{}_serve.log", m.infer_label()))
+    let model_path = resolve(ctx.base, &m.model_path);
+    let perf_dir = ctx.run_dir.join("performance");
+    let log = if infer {
+        infer_dir.join(format!("{label}_serve.log"))
     } else {
         perf_dir.join(format!("{perf_label}_serve.log"))
     };
-    let host = crate::netscope::serve_host()?;
-    let serve = ServeSpec {
-        model: model_path.clone(),
-        host: host.clone(),
-        port: free_port(&host).map_err(|e| e.to_string())?,
-        python: python.to_path_buf(),
-        extra_args: serve_args(m),
+    let server = match start(ctx, m, &model_path, &log).await {
+        Ok(s) => s,
+        Err(e) => {
+            fail_infer(Stage::StartingServer, &e, &mut failures);
+            return (rows, failures);
+        }
     };
-    let env: Vec<(String, String)> = m.extra_env.clone().into_iter().collect();
-    println!(
-        "{}: serving {} (log {})",
-        m.name,
-        model_path.display(),
-        log.display()
-    );
-    let server = Server::start(
-        &Vllm,
-        &serve,
-        log.clone(),
-        env,
-        Duration::from_secs(m.timeout),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .no_proxy()
         .build()
-        .map_err(|e| e.to_string())?;
-    if !infer_todo.is_empty() {
-        std::fs::create_dir_all(&infer_dir).map_err(|e| e.to_string())?;
-        let csv_path = infer_dir.join("inference_results.csv");
-        let exists = csv_path.exists();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&csv_path)
-            .map_err(|e| e.to_string())?;
-        let mut csv = csv::WriterBuilder::new()
-            .has_headers(!exists)
-            .from_writer(file);
-        let (mut passed, mut failed) = (0.0, 0.0);
-        for t in infer_todo {
-            let started = Instant::now();
-            let result = match t.as_str() {
-                "text-only" => text_only(spec, m, root, &server.base_url, &http, &infer_dir).await,
-                "single-image" => single_image(&model_path),
-                other => Err(format!("`{other}` is not supported yet")),
-            };
-            let row = InferRow {
-                model: m.name.clone(),
-                tp: m.serve_config.tp,
-                pp: m.serve_config.pp,
-                dp: m.serve_config.dp,
-                infer_type: t.clone(),
-                status: if result.is_ok() { "PASSED" } else { "FAILED" }.into(),
-                seconds: started.elapsed().as_secs_f64(),
-                detail: match &result {
-                    Ok(d) | Err(d) => d.clone(),
-                },
-            };
-            println!("{}: {} {}: {}", m.name, t, row.status, row.detail);
-            if result.is_ok() {
-                passed += 1.0;
-            } else {
-                failed += 1.0;
-                failures.push(format!("{} {t}: {}", m.name, row.detail));
+        .expect("http client");
+    if infer {
+        let outcome = match m.infer_kind() {
+            None => Err(format!(
+                "infer_type {:?} has no supported type (text-only, single-image)",
+                m.infer_type
+            )),
+            Some(kind) => {
+                let log =
+                    infer_dir.join(format!("{label}_{}_inference.log", kind.replace('-', "_")));
+                inference::run(kind, &m.name, ctx.cases, &http, &server.base_url, &log).await
             }
-            csv.serialize(&row).map_err(|e| e.to_string())?;
-            csv.flush().map_err(|e| e.to_string())?;
+        };
+        let passed = outcome.is_ok();
+        match outcome {
+            Ok(o) => {
+                println!(
+                    "{}: {} of {} answer(s) have a keyword ({})",
+                    m.name,
+                    o.correct,
+                    o.total,
+                    inference::percent(o.ratio())
+                );
+                let row =
+                    ResultRow::new(&label, Some(o.ratio()), Stage::NormalEnd, "", &m.model_path);
+                if let Err(e) = record(&infer_dir, &row) {
+                    failures.push(e);
+                }
+                rows.push(RowOut {
+                    concurrency: None,
+                    metrics: BTreeMap::from([
+                        ("infer_passed".to_owned(), 1.0),
+                        ("infer_failed".to_owned(), 0.0),
+                        ("correct_ratio".to_owned(), o.ratio()),
+                    ]),
+                    model: Some(m.name.clone()),
+                });
+            }
+            Err(e) => fail_infer(Stage::Inferencing, &e, &mut failures),
         }
-        rows.push(RowOut {
-            concurrency: None,
-            metrics: BTreeMap::from([
-                ("infer_passed".to_owned(), passed),
-                ("infer_failed".to_owned(), failed),
-            ]),
-            model: Some(m.name.clone()),
-        });
+        if !passed {
+            rows.push(RowOut {
+                concurrency: None,
+                metrics: BTreeMap::from([
+                    ("infer_passed".to_owned(), 0.0),
+                    ("infer_failed".to_owned(), 1.0),
+                ]),
+                model: Some(m.name.clone()),
+            });
+        }
     }
     if !perf_todo.is_empty() {
-        let sweep_dir = perf_dir.join(&perf_label).join(stamp("%Y%m%d_%H%M%S"));
-        std::fs::create_dir_all(&sweep_dir).map_err(|e| e.to_string())?;
-        let mut summary =
-            csv::Writer::from_path(sweep_dir.join("summary.csv")).map_err(|e| e.to_string())?;
+        let mut sweep = sweep::Sweep::new(perf_dir.join(&perf_label).join(stamp("%Y%m%d_%H%M%S")));
+        let flags = match remote(&server.base_url) {
+            Ok(f) => f,
+            Err(e) => {
+                failures.push(format!("{}: {e}", m.name));
+                Vec::new()
+            }
+        };
         for point in perf_todo {
-            match sweep_point(m, &model_path, &server.base_url, &sweep_dir, &point).await {
-                Ok((row, metrics)) => {
-                    summary.serialize(&row).map_err(|e| e.to_string())?;
-                    summary.flush().map_err(|e| e.to_string())?;
+            match sweep
+                .point(m, &model_path, &server.base_url, &flags, &point)
+                .await
+            {
+                Ok(mut metrics) => {
+                    println!(
+                        "{}: {}: {:.1} req/s, median TTFT {:.1} ms",
+                        m.name,
+                        point.dir_name(),
+                        metrics["request_throughput"],
+                        metrics["median_ttft_ms"]
+                    );
                     // The request shape, so a report draws one line per model and shape.
-                    let mut metrics = metrics;
                     metrics.insert("random_input_len".into(), point.random_input_len as f64);
                     metrics.insert("random_output_len".into(), point.random_output_len as f64);
                     metrics.insert("num_prompts".into(), point.num_prompts as f64);
@@ -395,97 +448,52 @@ async fn run_model(
     let log_path = server.log_path().to_path_buf();
     let _ = server.stop(Duration::from_secs(10)).await;
     // Both parts ran on one server: the perf layout gets its serve log too.
-    if spec.perf && log_path.starts_with(&infer_dir) {
+    if ctx.spec.perf && log_path.starts_with(&infer_dir) {
         let _ = std::fs::create_dir_all(&perf_dir);
         let _ = std::fs::copy(&log_path, perf_dir.join(format!("{perf_label}_serve.log")));
     }
-    Ok((rows, failures))
+    (rows, failures)
 }
 
-async fn text_only(
-    spec: &AggregatedSpec,
+/// `tiny` is the project's model; a relative path resolves against the run's base.
+fn resolve(base: &Path, model: &str) -> PathBuf {
+    if model == "tiny" {
+        crate::env::project_dir().join("models/tiny")
+    } else {
+        base.join(model)
+    }
+}
+
+async fn start(
+    ctx: &Context<'_>,
     m: &ModelEntry,
-    root: &Path,
-    base: &str,
-    http: &reqwest::Client,
-    dir: &Path,
-) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    struct TextCase {
-        prompt: String,
-        #[serde(default = "sixteen")]
-        max_tokens: u64,
-    }
-    fn sixteen() -> u64 {
-        16
-    }
-    let cases: Vec<TextCase> = match &spec.text_case {
-        Some(p) => {
-            let path = root.join(p);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("text_case {}: {e}", path.display()))?;
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => default_prompts()
-            .into_iter()
-            .map(|prompt| TextCase {
-                prompt,
-                max_tokens: 16,
-            })
-            .collect(),
+    model: &Path,
+    log: &Path,
+) -> Result<Server, String> {
+    let host = crate::netscope::serve_host()?;
+    let serve = ServeSpec {
+        model: model.to_path_buf(),
+        host: host.clone(),
+        port: free_port(&host).map_err(|e| e.to_string())?,
+        python: ctx.python.to_path_buf(),
+        extra_args: serve_args(m, ctx.python)?,
     };
-    let log_path = dir.join(format!("{}_text_only_inference.log", m.infer_label()));
-    let mut log = String::new();
-    let model = crate::cb::resolve_model(root, &m.model_path)
-        .display()
-        .to_string();
-    for (i, c) in cases.iter().enumerate() {
-        let body = serde_json::json!({
-            "model": model,
-            "messages": [{"role": "user", "content": c.prompt}],
-            "max_tokens": c.max_tokens,
-            "temperature": 0,
-        });
-        let resp = http
-            .post(format!("{base}/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("case {i}: {e}"))?;
-        let status = resp.status();
-        let json: serde_json::Value = resp.json().await.map_err(|e| format!("case {i}: {e}"))?;
-        let answer = json["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        log.push_str(&format!(
-            "=== case {i} (HTTP {status})\nprompt: {}\nanswer: {answer}\n",
-            c.prompt
-        ));
-        if !status.is_success() || json["usage"]["completion_tokens"].as_u64().unwrap_or(0) == 0 {
-            std::fs::write(&log_path, &log).map_err(|e| e.to_string())?;
-            return Err(format!("case {i}: no completion (HTTP {status}): {json}"));
-        }
-    }
-    std::fs::write(&log_path, &log).map_err(|e| e.to_string())?;
-    Ok(format!("{} prompt(s) answered", cases.len()))
-}
-
-fn single_image(model: &Path) -> Result<String, String> {
-    let cfg: serde_json::Value = std::fs::read(model.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if cfg.get("vision_config").is_none() {
-        return Err(format!(
-            "single-image needs a vision model; {}/config.json has no vision_config",
-            model.display()
-        ));
-    }
-    Err(
-        "single-image requests need an image case (image_case); none is wired for this engine yet"
-            .into(),
+    let env: Vec<(String, String)> = m.extra_env.clone().into_iter().collect();
+    println!(
+        "{}: serving {} (log {})",
+        m.name,
+        model.display(),
+        log.display()
+    );
+    Server::start(
+        &Vllm,
+        &serve,
+        log.to_path_buf(),
+        env,
+        Duration::from_secs(m.timeout),
     )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// `--allow-remote` when the server is on a cluster node the job allocated, outside loopback and any
@@ -500,106 +508,4 @@ fn remote(base: &str) -> Result<Vec<&'static str>, String> {
     } else {
         Vec::new()
     })
-}
-
-async fn sweep_point(
-    m: &ModelEntry,
-    model: &Path,
-    base: &str,
-    sweep_dir: &Path,
-    p: &BenchPoint,
-) -> Result<(SummaryRow, BTreeMap<String, f64>), String> {
-    let dir = sweep_dir.join(p.dir_name());
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut runs: Vec<serde_json::Value> = Vec::new();
-    for n in 0..m.benchmark.sweep_num_runs {
-        let result = dir.join(format!("run={n}.json"));
-        let out = tokio::process::Command::new(&exe)
-            .arg("bench")
-            .args(["--base-url", base, "--model"])
-            .arg(model)
-            .args(["--dataset", "random", "--input-len"])
-            .arg(p.random_input_len.to_string())
-            .arg("--output-len")
-            .arg(p.random_output_len.to_string())
-            .arg("--num-prompts")
-            .arg(p.num_prompts.to_string())
-            .arg("--max-concurrency")
-            .arg(p.max_concurrency.to_string())
-            .arg("--ignore-eos")
-            .arg(m.benchmark.ignore_eos.to_string())
-            .arg("--save-result")
-            .arg(&result)
-            .args(remote(base)?)
-            .output()
-            .await
-            .map_err(|e| e.to_string())?;
-        let json: serde_json::Value = std::fs::read(&result)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                format!(
-                    "run {n} wrote no {}: {}",
-                    result.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
-        runs.push(json);
-    }
-    let mean = |key: &str| {
-        runs.iter().filter_map(|r| r[key].as_f64()).sum::<f64>() / runs.len().max(1) as f64
-    };
-    let keys = [
-        "request_throughput",
-        "output_throughput",
-        "total_token_throughput",
-        "mean_ttft_ms",
-        "median_ttft_ms",
-        "p99_ttft_ms",
-        "mean_tpot_ms",
-        "median_tpot_ms",
-        "p99_tpot_ms",
-        "mean_itl_ms",
-        "median_itl_ms",
-        "p99_itl_ms",
-        "mean_e2el_ms",
-        "median_e2el_ms",
-        "p99_e2el_ms",
-        "completed",
-        "failed",
-    ];
-    let metrics: BTreeMap<String, f64> = keys.iter().map(|k| ((*k).to_owned(), mean(k))).collect();
-    let summary = serde_json::json!({
-        "point": p,
-        "runs": runs.len(),
-        "mean_over_runs": metrics,
-    });
-    crate::fsutil::write_atomic(
-        &dir.join("summary.json"),
-        &serde_json::to_vec_pretty(&summary).expect("json"),
-    )
-    .map_err(|e| e.to_string())?;
-    let row = SummaryRow {
-        model: m.perf_label(),
-        max_concurrency: p.max_concurrency,
-        num_prompts: p.num_prompts,
-        random_input_len: p.random_input_len,
-        random_output_len: p.random_output_len,
-        runs: runs.len() as u64,
-        request_throughput: metrics["request_throughput"],
-        output_throughput: metrics["output_throughput"],
-        median_ttft_ms: metrics["median_ttft_ms"],
-        median_tpot_ms: metrics["median_tpot_ms"],
-        median_e2el_ms: metrics["median_e2el_ms"],
-        failed: metrics["failed"],
-    };
-    println!(
-        "{}: {}: {:.1} req/s, median TTFT {:.1} ms",
-        m.name,
-        p.dir_name(),
-        row.request_throughput,
-        row.median_ttft_ms
-    );
-    Ok((row, metrics))
 }

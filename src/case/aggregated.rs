@@ -37,11 +37,12 @@ pub struct AggregatedSpec {
     pub infer: bool,
     #[serde(default = "yes")]
     pub perf: bool,
-    /// Text-only inference prompts (default: built in).
-    #[serde(default)]
-    pub text_case: Option<String>,
-    #[serde(default)]
-    pub image_case: Option<String>,
+    /// Text-only cases, upstream's `{question, keywords}` list.
+    #[serde(default = "text_case")]
+    pub text_case: String,
+    /// Single-image cases, upstream's `{picture_url, keywords}` list.
+    #[serde(default = "image_case")]
+    pub image_case: String,
     #[serde(default = "eight")]
     pub gpus_per_node: u64,
     #[serde(default)]
@@ -58,6 +59,19 @@ pub struct ClusterNode {
     pub ssh: SshTarget,
     #[serde(default)]
     pub ray: Option<RayNode>,
+    /// Upstream also reads the NIC at the node's top level.
+    #[serde(default)]
+    pub nic: Option<String>,
+}
+
+impl ClusterNode {
+    /// The interface for `GLOO_SOCKET_IFNAME`: `ray.nic`, else `nic`.
+    pub fn nic(&self) -> Option<&str> {
+        self.ray
+            .as_ref()
+            .map(|r| r.nic.as_str())
+            .or(self.nic.as_deref())
+    }
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -108,6 +122,13 @@ pub struct RayNode {
     pub nic: String,
 }
 
+fn text_case() -> String {
+    "configs/inference/text_case.yaml".into()
+}
+fn image_case() -> String {
+    "configs/inference/image_case.yaml".into()
+}
+
 fn ssh_port() -> u16 {
     22
 }
@@ -128,17 +149,82 @@ pub struct ModelEntry {
     pub model_path: String,
     #[serde(default = "timeout")]
     pub timeout: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub serve_config: ServeConfig,
+    #[serde(default, deserialize_with = "null_default")]
     pub infer_type: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub benchmark: BenchSettings,
-    #[serde(default)]
+    /// A map, or a list of maps merged in order (upstream accepts both); values as Python's `str()`.
+    #[serde(default, deserialize_with = "env_maps")]
     pub extra_env: BTreeMap<String, String>,
+    /// `--tag` filters on these (upstream's key; none means `dense`).
+    #[serde(default, deserialize_with = "words")]
+    pub tags: Option<Vec<String>>,
+    /// The seed README's spelling; upstream's code never reads it, servetest reads it as `tags`.
+    #[serde(default, deserialize_with = "words")]
+    pub tag: Option<Vec<String>>,
 }
 
 fn timeout() -> u64 {
     600
+}
+
+/// An explicit `null` (upstream files write `extra_args:` with nothing) is the default.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Python's `str()` of a YAML scalar, as upstream exports `extra_env` values (`True`, `1`, `0.5`).
+pub fn python_str(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::Null => "None".into(),
+        serde_yaml::Value::Bool(true) => "True".into(),
+        serde_yaml::Value::Bool(false) => "False".into(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+fn env_maps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(BTreeMap<String, serde_yaml::Value>),
+        Many(Vec<BTreeMap<String, serde_yaml::Value>>),
+    }
+    let maps = match Option::<Raw>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Raw::One(m)) => vec![m],
+        Some(Raw::Many(v)) => v,
+    };
+    Ok(maps
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k, python_str(&v)))
+        .collect())
+}
+
+/// A list of words or one word, lower-cased (upstream's tags).
+fn words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| {
+        let v = match r {
+            Raw::One(s) => vec![s],
+            Raw::Many(v) => v,
+        };
+        v.into_iter().map(|s| s.trim().to_lowercase()).collect()
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -149,18 +235,26 @@ pub struct ServeConfig {
     pub pp: u64,
     #[serde(default = "one")]
     pub dp: u64,
-    #[serde(default = "ray")]
-    pub distributed_executor_backend: String,
+    /// Upstream's rule: `ray` when written as `ray` or the model needs 8 or more devices, else `mp`
+    /// (`ModelEntry::backend`).
+    #[serde(default)]
+    pub distributed_executor_backend: Option<String>,
     #[serde(default = "mem")]
     pub gpu_memory_utilization: f64,
-    /// The seed's default is 16, but current vLLM has no `--swap-space`: passed only when set.
+    /// The seed's default is 16; passed when the engine still has `--swap-space`
+    /// (`aggregated::serve_args`).
     #[serde(default)]
     pub swap_space: Option<u64>,
     #[serde(default = "len")]
     pub max_model_len: u64,
-    /// `--flag: value` pairs appended verbatim (`""` = a bare flag); never override the defaults.
+    /// Upstream writes it in its model files; used here to check `infer_type`.
     #[serde(default)]
-    pub extra_args: BTreeMap<String, serde_yaml::Value>,
+    pub is_multimodal: Option<bool>,
+    /// Flags appended verbatim after the defaults, in order (so they override them, as argparse
+    /// takes the last): a map `--flag: value` (`null` or `""` = a bare flag), a list of words, or
+    /// one command-line string.
+    #[serde(default)]
+    pub extra_args: serde_yaml::Value,
 }
 
 impl Default for ServeConfig {
@@ -169,20 +263,59 @@ impl Default for ServeConfig {
             tp: 1,
             pp: 1,
             dp: 1,
-            distributed_executor_backend: ray(),
+            distributed_executor_backend: None,
             gpu_memory_utilization: mem(),
             swap_space: None,
             max_model_len: len(),
-            extra_args: BTreeMap::new(),
+            is_multimodal: None,
+            extra_args: serde_yaml::Value::Null,
         }
+    }
+}
+
+/// The seed's `swap_space` default (GiB).
+pub const SWAP_SPACE_DEFAULT: u64 = 16;
+
+impl ServeConfig {
+    /// `extra_args` as argv words, in the order written.
+    pub fn extra_argv(&self) -> Result<Vec<String>, String> {
+        use serde_yaml::Value;
+        let word = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Bool(_) | Value::Number(_) => python_str(v),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        };
+        Ok(match &self.extra_args {
+            Value::Null => Vec::new(),
+            Value::Mapping(m) => {
+                let mut out = Vec::new();
+                for (k, v) in m {
+                    let Value::String(flag) = k else {
+                        return Err(format!("extra_args: key {k:?} is not a flag"));
+                    };
+                    out.push(flag.clone());
+                    match v {
+                        Value::Null => {}
+                        Value::String(s) if s.is_empty() => {}
+                        other => out.push(word(other)),
+                    }
+                }
+                out
+            }
+            Value::Sequence(items) => items.iter().map(word).collect(),
+            Value::String(line) => shell_words::split(line)
+                .map_err(|e| format!("extra_args: cannot split `{line}`: {e}"))?,
+            other => {
+                return Err(format!(
+                    "extra_args: expected a map, a list or a string, got {other:?}"
+                ))
+            }
+        })
     }
 }
 
 fn one() -> u64 {
     1
-}
-fn ray() -> String {
-    "ray".into()
 }
 fn mem() -> f64 {
     0.8
@@ -193,13 +326,16 @@ fn len() -> u64 {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BenchSettings {
+    /// A JSON (or YAML) list of combinations, upstream's `bench_params/*.json`.
     #[serde(default = "bench_default")]
     pub bench_param: String,
     #[serde(default = "random")]
     pub dataset_name: String,
-    #[serde(default = "yes")]
+    /// Upstream's code default (its README says true).
+    #[serde(default)]
     pub ignore_eos: bool,
-    #[serde(default = "one")]
+    /// Upstream's code default 3 (its README says 1); a number or a numeric string.
+    #[serde(default = "three", deserialize_with = "count")]
     pub sweep_num_runs: u64,
 }
 
@@ -208,59 +344,139 @@ impl Default for BenchSettings {
         BenchSettings {
             bench_param: bench_default(),
             dataset_name: random(),
-            ignore_eos: true,
-            sweep_num_runs: 1,
+            ignore_eos: false,
+            sweep_num_runs: 3,
         }
     }
 }
 
+fn three() -> u64 {
+    3
+}
+
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a count"))),
+    }
+}
+
 fn bench_default() -> String {
-    "configs/bench_params/bench_default.yaml".into()
+    "configs/bench_params/bench_default.json".into()
 }
 fn random() -> String {
     "random".into()
 }
 
-/// The bench-param file: every (max_concurrency, num_prompts) pair × every (input, output) length.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BenchParams {
-    pub concurrency_prompts: Vec<(u64, u64)>,
-    pub lengths: Vec<(u64, u64)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// One combination of a bench-param file: its parameters in the file's order (which names its
+/// directory) and the four a random-dataset run needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct BenchPoint {
     pub max_concurrency: u64,
     pub num_prompts: u64,
     pub random_input_len: u64,
     pub random_output_len: u64,
+    /// `key=value` in the order written.
+    #[serde(skip)]
+    pub params: Vec<(String, String)>,
 }
 
+/// The `vllm bench serve` options a combination may set here (the ones servetest's sweep acts on).
+pub const BENCH_KEYS: &[&str] = &[
+    "max_concurrency",
+    "num_prompts",
+    "random_input_len",
+    "random_output_len",
+];
+
 impl BenchPoint {
-    /// The seed's directory name for a combination.
+    /// vLLM sweep's directory name: `BENCH--k=v-k=v…` in the file's key order.
     pub fn dir_name(&self) -> String {
-        format!(
-            "BENCH--max_concurrency={}-num_prompts={}-random_input_len={}-random_output_len={}",
-            self.max_concurrency, self.num_prompts, self.random_input_len, self.random_output_len
+        let parts: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("BENCH--{}", parts.join("-"))
+    }
+
+    /// The same combination regardless of key order (resume matches on this).
+    pub fn key(&self) -> (u64, u64, u64, u64) {
+        (
+            self.max_concurrency,
+            self.num_prompts,
+            self.random_input_len,
+            self.random_output_len,
         )
     }
 }
 
-impl BenchParams {
-    pub fn points(&self) -> Vec<BenchPoint> {
-        self.concurrency_prompts
-            .iter()
-            .flat_map(|&(c, n)| {
-                self.lengths.iter().map(move |&(i, o)| BenchPoint {
-                    max_concurrency: c,
-                    num_prompts: n,
-                    random_input_len: i,
-                    random_output_len: o,
-                })
-            })
-            .collect()
+/// Reads a bench-param file: a list of maps, each one combination (no product), as vLLM's
+/// `bench sweep --bench-params`; JSON, or the same structure in YAML.
+pub fn read_bench_params(path: &std::path::Path) -> Result<Vec<BenchPoint>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_bench_params(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn parse_bench_params(text: &str) -> Result<Vec<BenchPoint>, String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let items: Vec<serde_yaml::Value> = match doc {
+        serde_yaml::Value::Sequence(items) => items,
+        // vLLM's newer form: {name: {params}}; the name is not used for the directory here.
+        serde_yaml::Value::Mapping(m) => m.into_iter().map(|(_, v)| v).collect(),
+        _ => return Err("expected a list of combinations (maps of bench options)".into()),
+    };
+    let mut points = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let serde_yaml::Value::Mapping(map) = item else {
+            return Err(format!("combination {i}: expected a map of bench options"));
+        };
+        let mut point = BenchPoint {
+            max_concurrency: 0,
+            num_prompts: 0,
+            random_input_len: 0,
+            random_output_len: 0,
+            params: Vec::new(),
+        };
+        for (k, v) in map {
+            let key = k.as_str().unwrap_or_default().replace('-', "_");
+            let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                format!("combination {i}: `{key}` must be a positive integer, got {v:?}")
+            })?;
+            match key.as_str() {
+                "max_concurrency" => point.max_concurrency = n,
+                "num_prompts" => point.num_prompts = n,
+                "random_input_len" => point.random_input_len = n,
+                "random_output_len" => point.random_output_len = n,
+                other => {
+                    return Err(format!(
+                        "combination {i}: `{other}` is not an option servetest's sweep sets (one of: {})",
+                        BENCH_KEYS.join(", ")
+                    ))
+                }
+            }
+            point.params.push((key, n.to_string()));
+        }
+        for key in BENCH_KEYS {
+            if !point.params.iter().any(|(k, _)| k == key) {
+                return Err(format!("combination {i}: needs `{key}`"));
+            }
+        }
+        points.push(point);
     }
+    if points.is_empty() {
+        return Err("no combinations".into());
+    }
+    Ok(points)
 }
 
 /// Inference check types: the seed's supported ones, and its TODO ones (errors, never skipped).
@@ -268,6 +484,35 @@ pub const INFER_SUPPORTED: &[&str] = &["text-only", "single-image"];
 pub const INFER_TODO: &[&str] = &["multi-image", "multi-modal", "video", "audio"];
 
 impl ModelEntry {
+    /// Upstream's executor rule (`model_worker.py`): ray when asked for or at 8+ devices, else mp.
+    pub fn backend(&self) -> &'static str {
+        let asked = self.serve_config.distributed_executor_backend.as_deref();
+        if asked == Some("ray") || self.devices() >= 8 {
+            "ray"
+        } else {
+            "mp"
+        }
+    }
+
+    /// Lower-cased tags (`tags`, else `tag`); none means `dense`, as upstream.
+    pub fn tag_set(&self) -> Vec<String> {
+        match self.tags.as_ref().or(self.tag.as_ref()) {
+            Some(t) if !t.is_empty() => t.clone(),
+            _ => vec!["dense".into()],
+        }
+    }
+
+    /// The one inference type upstream runs for this model: single-image wins over text-only.
+    pub fn infer_kind(&self) -> Option<&'static str> {
+        if self.infer_type.iter().any(|t| t == "single-image") {
+            Some("single-image")
+        } else if self.infer_type.iter().any(|t| t == "text-only") {
+            Some("text-only")
+        } else {
+            None
+        }
+    }
+
     /// `name[tpXppYdpZ]`, the seed's inference file prefix.
     pub fn infer_label(&self) -> String {
         let s = &self.serve_config;
@@ -390,47 +635,83 @@ pub fn validate(spec: &AggregatedSpec) -> Vec<Violation> {
                 "must be in (0, 1]",
             ));
         }
-        if !["ray", "mp", "uni", "external_launcher"]
-            .contains(&s.distributed_executor_backend.as_str())
-        {
-            v.push(Violation::error(
-                format!("{key}.serve_config.distributed_executor_backend"),
-                format!(
-                    "`{}`: expected ray, mp, uni or external_launcher",
-                    s.distributed_executor_backend
-                ),
-            ));
-        }
-        for flag in s.extra_args.keys() {
-            if !flag.starts_with("--") {
-                v.push(Violation::error(
-                    format!("{key}.serve_config.extra_args"),
-                    format!("`{flag}`: flags are written with their dashes (`--{flag}`)"),
+        if let Some(b) = &s.distributed_executor_backend {
+            if b != "ray" && b != "mp" {
+                v.push(Violation::warning(
+                    format!("{key}.serve_config.distributed_executor_backend"),
+                    format!("`{b}`: upstream runs anything but `ray` as `mp` (so does servetest)"),
                 ));
             }
         }
-        if m.infer_type.is_empty() && spec.infer {
-            v.push(Violation::error(
+        match s.extra_argv() {
+            Err(e) => v.push(Violation::error(
+                format!("{key}.serve_config.extra_args"),
+                e,
+            )),
+            Ok(words) => {
+                if let serde_yaml::Value::Mapping(m) = &s.extra_args {
+                    for flag in m.keys().filter_map(|k| k.as_str()) {
+                        if !flag.starts_with('-') {
+                            v.push(Violation::error(
+                                format!("{key}.serve_config.extra_args"),
+                                format!(
+                                    "`{flag}`: flags are written with their dashes (`--{flag}`)"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if words.first().is_some_and(|w| !w.starts_with('-')) {
+                    v.push(Violation::error(
+                        format!("{key}.serve_config.extra_args"),
+                        format!("`{}`: the first word must be a flag", words[0]),
+                    ));
+                }
+            }
+        }
+        if m.tag.is_some() {
+            v.push(Violation::warning(
+                format!("{key}.tag"),
+                if m.tags.is_some() {
+                    "both `tag` and `tags`: `tags` is used (upstream reads only `tags`)"
+                } else {
+                    "upstream's code reads `tags` (the README's `tag` makes it `dense` there); \
+                     servetest reads it as `tags`"
+                },
+            ));
+        }
+        if spec.infer && m.infer_kind().is_none() {
+            v.push(Violation::warning(
                 format!("{key}.infer_type"),
-                "needs at least one type (required by the seed)",
+                format!(
+                    "no supported type ({}): the model records a failed inference, as upstream",
+                    INFER_SUPPORTED.join(", ")
+                ),
             ));
         }
         for t in &m.infer_type {
             if INFER_TODO.contains(&t.as_str()) {
-                v.push(Violation::error(
+                v.push(Violation::warning(
                     format!("{key}.infer_type"),
-                    format!(
-                        "`{t}` is not supported yet (supported: {})",
-                        INFER_SUPPORTED.join(", ")
-                    ),
+                    format!("`{t}` is not supported yet, here or upstream: it is not run"),
                 ));
             } else if !INFER_SUPPORTED.contains(&t.as_str()) {
                 v.push(Violation::error(
                     format!("{key}.infer_type"),
                     format!(
-                        "unknown type `{t}` (supported: {})",
-                        INFER_SUPPORTED.join(", ")
+                        "unknown type `{t}` (supported: {}; upstream's TODO: {})",
+                        INFER_SUPPORTED.join(", "),
+                        INFER_TODO.join(", ")
                     ),
+                ));
+            }
+        }
+        if let Some(mm) = s.is_multimodal {
+            let image = m.infer_type.iter().any(|t| t == "single-image");
+            if image && !mm {
+                v.push(Violation::warning(
+                    format!("{key}.serve_config.is_multimodal"),
+                    "false, but infer_type asks for single-image",
                 ));
             }
         }
@@ -462,22 +743,33 @@ mod tests {
             panic!("{v:?}")
         };
         let m = &spec.models[0];
-        assert_eq!(m.serve_config.distributed_executor_backend, "ray");
+        assert_eq!(
+            m.backend(),
+            "mp",
+            "upstream: mp below 8 devices unless ray is asked for"
+        );
         assert_eq!(
             (m.serve_config.swap_space, m.serve_config.max_model_len),
             (None, 4096)
         );
+        assert_eq!(
+            (m.benchmark.ignore_eos, m.benchmark.sweep_num_runs),
+            (false, 3)
+        );
+        assert_eq!(m.infer_kind(), Some("text-only"));
         assert_eq!(m.infer_label(), "m[tp2pp1dp1]");
         assert_eq!(m.perf_label(), "m_tp2_pp1_dp1");
         let reasons: Vec<String> = v
             .iter()
             .map(|v| format!("{}: {}", v.key, v.reason))
             .collect();
+        let video = v
+            .iter()
+            .find(|v| v.reason.contains("`video` is not supported yet"))
+            .unwrap();
         assert!(
-            reasons
-                .iter()
-                .any(|r| r.contains("`video` is not supported yet")),
-            "{reasons:?}"
+            !video.is_error(),
+            "upstream accepts it and does not run it: {video:?}"
         );
         assert!(
             reasons
@@ -488,16 +780,54 @@ mod tests {
     }
 
     #[test]
-    fn bench_params_cross_pairs_and_name_dirs_as_the_seed() {
-        let p: BenchParams = serde_yaml::from_str(
-            "concurrency_prompts: [[1, 5], [4, 20]]\nlengths: [[128, 128], [1024, 1024]]\n",
+    fn extra_args_keep_their_order_and_forms() {
+        let cfg = |yaml: &str| -> ServeConfig { serde_yaml::from_str(yaml).unwrap() };
+        let c = cfg("extra_args: {--z: 1, --a: null, --enforce-eager: '', --hf-overrides: '{\"x\": 1}', --flag: true}");
+        assert_eq!(
+            c.extra_argv().unwrap(),
+            [
+                "--z",
+                "1",
+                "--a",
+                "--enforce-eager",
+                "--hf-overrides",
+                "{\"x\": 1}",
+                "--flag",
+                "True"
+            ]
+        );
+        let c = cfg("extra_args: [--max-num-seqs, 8]");
+        assert_eq!(c.extra_argv().unwrap(), ["--max-num-seqs", "8"]);
+        let c = cfg("extra_args: \"--enable-expert-parallel --chat-template 'a b.jinja'\"");
+        assert_eq!(
+            c.extra_argv().unwrap(),
+            ["--enable-expert-parallel", "--chat-template", "a b.jinja"]
+        );
+    }
+
+    #[test]
+    fn bench_params_are_upstreams_json_list_named_in_key_order() {
+        let pts = parse_bench_params(
+            r#"[{"max_concurrency": 1, "num_prompts": 5, "random_input_len": 128, "random_output_len": 128},
+                {"num_prompts": 20, "max_concurrency": 4, "random_input_len": 1024, "random_output_len": 1024}]"#,
         )
         .unwrap();
-        let pts = p.points();
-        assert_eq!(pts.len(), 4);
+        assert_eq!(pts.len(), 2, "explicit combinations, no product");
+        assert_eq!(
+            pts[0].dir_name(),
+            "BENCH--max_concurrency=1-num_prompts=5-random_input_len=128-random_output_len=128"
+        );
         assert_eq!(
             pts[1].dir_name(),
-            "BENCH--max_concurrency=1-num_prompts=5-random_input_len=1024-random_output_len=1024"
+            "BENCH--num_prompts=20-max_concurrency=4-random_input_len=1024-random_output_len=1024"
         );
+        assert_eq!(pts[1].key(), (4, 20, 1024, 1024));
+        let e = parse_bench_params(r#"[{"max_concurrency": 1, "request_rate": 2}]"#).unwrap_err();
+        assert!(
+            e.contains("`request_rate` is not an option servetest's sweep sets"),
+            "{e}"
+        );
+        let e = parse_bench_params(r#"[{"max_concurrency": 1}]"#).unwrap_err();
+        assert!(e.contains("needs `num_prompts`"), "{e}");
     }
 }
