@@ -431,8 +431,85 @@ fn latency_grid_reports_every_point() {
         assert!(f[5].parse::<f64>().unwrap() > 0.0, "prefill latency: {row}");
     }
     // The 1-layer variant really has one layer.
-    let cfg = std::fs::read_to_string(out.path().join("job-nojob/model-1l/config.json")).unwrap();
+    let job = out.path().join("job-nojob");
+    let cfg = std::fs::read_to_string(job.join("model-1l/config.json")).unwrap();
     assert!(cfg.contains("\"num_hidden_layers\": 1"), "{cfg}");
+    // Forward-only: every point ran the seed's shape, and each forward is inside its generate.
+    let points = std::fs::read_to_string(job.join("latency.jsonl")).unwrap();
+    for line in points.lines() {
+        let p: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(p["shape_ok"], true, "{p}");
+        let (b, s) = (p["bsz"].as_u64().unwrap(), p["seq"].as_u64().unwrap());
+        assert_eq!(
+            p["prefill_tokens_per_fwd"],
+            serde_json::json!([b * s]),
+            "{p}"
+        );
+        assert_eq!(p["decode_tokens_per_fwd"], serde_json::json!([b]), "{p}");
+        assert!(
+            p["prefill_fwd_ms"].as_f64() < p["wall_prefill_ms"].as_f64(),
+            "{p}"
+        );
+    }
+    // vllm bench latency at the first point: the forwards of one generate fit inside its figure.
+    let check: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.join("cross-check.json")).unwrap()).unwrap();
+    let share = check["forward_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{check}");
+    assert!(
+        all.contains("cross-check bsz 1 seq 32 output 32: vllm bench latency"),
+        "{all}"
+    );
+    // profile: decode → per-op tables of decode forwards only, per point, in JSON and SQLite.
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.join("profile/b4_s64_decode.json")).unwrap())
+            .unwrap();
+    assert!(table["forwards"].as_u64().unwrap() > 0, "{table}");
+    assert!(!job.join("profile/b4_s64_prefill.json").exists());
+    let db = rusqlite::Connection::open(job.join("profile/profile.sqlite")).unwrap();
+    let phases: Vec<String> = db
+        .prepare("select distinct phase from ops")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(phases, ["decode"]);
+}
+
+/// The driver's shape check can fail: with max_num_seqs below the batch size, the engine splits
+/// the batch, and the point says so instead of recording a latency at the wrong shape.
+#[test]
+fn latency_driver_refuses_a_batch_the_engine_split() {
+    let model = tiny_model();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({
+            "model": model,
+            "engine_args": {"dtype": "float32", "enforce_eager": true, "max_model_len": 128,
+                            "block_size": 32, "max_num_seqs": 2},
+            "grid": [[4, 16]], "output_len": 2, "num_iters": 1,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let o = std::process::Command::new(default_python(&root()))
+        .arg(root().join("scripts/latency-driver"))
+        .args([&spec, &out])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert_eq!(p["shape_ok"], false, "{p}");
+    let problems = p["shape_problems"].to_string();
+    assert!(
+        problems.contains("prefill step 32 tokens / 2 reqs"),
+        "{problems}"
+    );
 }
 
 /// servetest's statistics against numpy itself (the engine venv's), with vLLM's own expressions:

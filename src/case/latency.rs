@@ -7,11 +7,15 @@
 //! model: tiny                  # models/tiny, or a model directory
 //! model_config: full           # full, or `<N>l`: the same model with N layers (dummy weights)
 //! layers: [base.yaml, deploy/tp1.yaml, backend/cpu.yaml, optional/default.yaml]
-//! grid: "{1,4};{32,64}"        # seed 003's bsz_seq.csv format: every bsz × every seq
+//! grid: "{1,4};{32,64}"        # seed 003's bsz_seq.csv format: every bsz × every seq; or the path
+//!                              # of such a file (one grid per line, `#` comments), e.g.
+//!                              # configs/latency/bsz_seq.csv
 //! output_len: 8                # decode steps measured per point
 //! num_iters: 3
 //! gpu: H200                    # for MFU (default $GPU_TYPE); no peak known → MFU left empty
-//! profile: none                # prefill | decode | both: wrap with `nsys profile` when present
+//! profile: none                # prefill | decode | both: torch.profiler around that phase's
+//!                              # forwards only; per-op tables per point (JSON and SQLite)
+//! cross_check: true            # also run `vllm bench latency` on the first grid point
 //! slurm: {partition: p, account: a, job_time: "00:20:00"}
 //! ```
 
@@ -45,6 +49,10 @@ pub struct LatencySpec {
     pub gpu: Option<String>,
     #[serde(default)]
     pub profile: Profile,
+    /// Run `vllm bench latency` on the first grid point and check the forward-only figures
+    /// against its end-to-end latency.
+    #[serde(default)]
+    pub cross_check: bool,
     #[serde(default)]
     pub supported_gpus: Option<Vec<String>>,
     pub slurm: ScriptSlurm,
@@ -74,6 +82,38 @@ pub enum Profile {
     Prefill,
     Decode,
     Both,
+}
+
+/// The grid's points in order: an inline `{…};{…}`, or a file of such lines (relative to `root`),
+/// their points in file order without repeats.
+pub fn grid_points(grid: &str, root: &Path) -> Result<Vec<(u64, u64)>, String> {
+    let product = |(b, s): (Vec<u64>, Vec<u64>)| -> Vec<(u64, u64)> {
+        b.iter()
+            .flat_map(|b| s.iter().map(move |s| (*b, *s)))
+            .collect()
+    };
+    if grid.trim_start().starts_with('{') {
+        return parse_grid(grid).map(product);
+    }
+    let path = root.join(grid);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut points = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let grid = parse_grid(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        for p in product(grid) {
+            if !points.contains(&p) {
+                points.push(p);
+            }
+        }
+    }
+    if points.is_empty() {
+        return Err(format!("{}: no `{{bsz,…}};{{seq,…}}` line", path.display()));
+    }
+    Ok(points)
 }
 
 /// `{1,8,32};{128,1024}` → ([1, 8, 32], [128, 1024]).
@@ -176,8 +216,14 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
     let Some(spec) = spec else {
         return (None, violations);
     };
-    if let Err(e) = parse_grid(&spec.grid) {
+    if let Err(e) = grid_points(&spec.grid, &crate::env::project_dir()) {
         violations.push(Violation::error("grid", e).with_value(&spec.grid));
+    }
+    if spec.cross_check && spec.engine != "vllm" {
+        violations.push(Violation::error(
+            "cross_check",
+            "runs `vllm bench latency`: for engine vllm only",
+        ));
     }
     if let Err(e) = layer_count(&spec.model_config) {
         violations.push(Violation::error("model_config", e).with_value(&spec.model_config));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::case::latency::{compose, layer_count, layers_root, parse_grid, LatencySpec, Profile};
+use crate::case::latency::{compose, grid_points, layer_count, layers_root, LatencySpec, Profile};
 use crate::case::CaseSpec;
 use crate::exec::process::log_tail;
 
@@ -68,7 +68,12 @@ struct CsvRow<'a> {
     decode_tflops: Option<f64>,
     prefill_mfu: Option<f64>,
     decode_mfu: Option<f64>,
-    profiled: bool,
+    /// `LLM.generate` wall time of a 1-token generate, and per later step: what forward-only
+    /// excludes (scheduling, input preparation, sampling).
+    wall_prefill_ms: Option<f64>,
+    wall_decode_ms: Option<f64>,
+    /// The per-op profile tables of this point (`profile/b{bsz}_s{seq}_{phase}.json`), if any.
+    profile: String,
 }
 
 pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
@@ -94,20 +99,19 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
     if let Some(n) = layer_count(&spec.model_config)? {
         model = model_variant(&model, n, &dir)?;
     }
-    let (bszs, seqs) = parse_grid(&spec.grid)?;
-    let grid: Vec<(u64, u64)> = bszs
-        .iter()
-        .flat_map(|b| seqs.iter().map(move |s| (*b, *s)))
-        .collect();
-    let profiled = spec.profile != Profile::None && crate::fsutil::which("nsys").is_some();
-    if spec.profile != Profile::None && !profiled {
-        println!(
-            "profile: {:?} requested, but nsys is not installed on this machine: running without a profile",
-            spec.profile
-        );
-    }
+    let grid = grid_points(&spec.grid, &root)?;
+    let distinct = |pick: fn(&(u64, u64)) -> u64| {
+        let mut v: Vec<u64> = Vec::new();
+        for p in &grid {
+            if !v.contains(&pick(p)) {
+                v.push(pick(p));
+            }
+        }
+        v
+    };
+    let (bszs, seqs) = (distinct(|p| p.0), distinct(|p| p.1));
     let points = match spec.engine.as_str() {
-        "vllm" => run_vllm(spec, &root, &model, &composed.args, &grid, &dir, profiled)?,
+        "vllm" => run_vllm(spec, &root, &model, &composed.args, &grid, &dir)?,
         "sglang" => {
             let cmd = sglang_command(
                 &root,
@@ -141,6 +145,37 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
         .iter()
         .map(|k| composed.args.get(*k).and_then(|v| v.as_u64()).unwrap_or(1))
         .product::<u64>();
+    let problems: Vec<String> = points
+        .iter()
+        .filter(|p| !p.shape_ok)
+        .map(|p| {
+            format!(
+                "bsz {} seq {}: {}",
+                p.bsz,
+                p.seq,
+                p.shape_problems.join("; ")
+            )
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(format!(
+            "the engine did not run the seed's batch shape (one prefill of bsz×seq tokens, then \
+             decodes of bsz), so the figures are not forward-only latencies at that shape:\n{}",
+            problems.join("\n")
+        ));
+    }
+    let check = if spec.cross_check {
+        Some(cross_check(
+            spec,
+            &root,
+            &model,
+            &composed.args,
+            &points[0],
+            &dir,
+        )?)
+    } else {
+        None
+    };
     let csv_path = dir.join("latency.csv");
     let mut csv = csv::Writer::from_path(&csv_path).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
@@ -170,7 +205,14 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
             decode_mfu: peak
                 .zip(decode_s)
                 .map(|(pk, d)| mfu::mfu(decode_flops, d, pk, devices)),
-            profiled,
+            wall_prefill_ms: p.wall_prefill_ms,
+            wall_decode_ms: p.wall_decode_ms,
+            profile: [&p.prefill_profile, &p.decode_profile]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" "),
         };
         println!(
             "bsz {:>4} seq {:>6}: prefill {:>9.3} ms, decode {} ms/step, prefill MFU {}",
@@ -198,6 +240,10 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
             if let Some(v) = value {
                 metrics.insert(name.to_owned(), v);
             }
+        }
+        if let Some(c) = check.as_ref().filter(|c| (c.bsz, c.seq) == (p.bsz, p.seq)) {
+            metrics.insert("bench_latency_avg_ms".into(), c.bench_avg_ms);
+            metrics.insert("forward_share".into(), c.forward_share);
         }
         csv.serialize(&row).map_err(|e| e.to_string())?;
         rows.push(RowOut {
@@ -283,8 +329,170 @@ struct Point {
     bsz: u64,
     seq: u64,
     output_len: u64,
+    /// Medians of the forward call alone.
     prefill_s: f64,
     decode_s_per_step: f64,
+    #[serde(default = "yes")]
+    shape_ok: bool,
+    #[serde(default)]
+    shape_problems: Vec<String>,
+    #[serde(default)]
+    wall_prefill_ms: Option<f64>,
+    #[serde(default)]
+    wall_decode_ms: Option<f64>,
+    #[serde(default)]
+    wall_total_ms: Option<f64>,
+    #[serde(default)]
+    prefill_profile: Option<String>,
+    #[serde(default)]
+    decode_profile: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `vllm bench latency` on one point, next to the forward-only figures (cross-check.json).
+#[derive(Debug, Serialize)]
+struct CrossCheck {
+    bsz: u64,
+    seq: u64,
+    output_len: u64,
+    /// vLLM's end-to-end average of one `generate` (prefill + decodes + sampling + the rest).
+    bench_avg_ms: f64,
+    /// prefill forward + (output_len − 1) decode forwards, from the driver.
+    forward_sum_ms: f64,
+    /// The driver's own `generate` wall time of the same shape.
+    driver_wall_total_ms: Option<f64>,
+    /// bench − forwards: what forward-only leaves out.
+    overhead_ms: f64,
+    forward_share: f64,
+    command: String,
+}
+
+/// Runs `vllm bench latency` (through scripts/vllm-cli) at the point's shape with the case's engine
+/// arguments. The forwards of one generate can never take longer than the whole generate, so a
+/// forward sum above vLLM's own end-to-end figure fails the case.
+fn cross_check(
+    spec: &LatencySpec,
+    root: &Path,
+    model: &Path,
+    args: &std::collections::BTreeMap<String, serde_yaml::Value>,
+    p: &Point,
+    dir: &Path,
+) -> Result<CrossCheck, String> {
+    let json = dir.join("vllm-bench-latency.json");
+    let log = dir.join("vllm-bench-latency.log");
+    let python = crate::serve::engine::default_python(root);
+    let mut a: Vec<String> = vec![
+        root.join("scripts/vllm-cli").display().to_string(),
+        "bench".into(),
+        "latency".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--input-len".into(),
+        p.seq.to_string(),
+        "--output-len".into(),
+        p.output_len.to_string(),
+        "--batch-size".into(),
+        p.bsz.to_string(),
+        "--num-iters-warmup".into(),
+        "1".into(),
+        "--num-iters".into(),
+        spec.num_iters.max(3).to_string(),
+        "--disable-log-stats".into(),
+        "--output-json".into(),
+        json.display().to_string(),
+    ];
+    let mut engine = args.clone();
+    engine
+        .entry("max_num_seqs".into())
+        .or_insert_with(|| p.bsz.into());
+    a.extend(crate::serve::engine::flags_from_map(
+        engine.iter(),
+        crate::serve::engine::FlagNames::Dashed,
+        "args",
+    )?);
+    let vocab: Option<u64> = std::fs::read(model.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c["vocab_size"].as_u64());
+    let mut cmd = std::process::Command::new(&python);
+    cmd.args(&a)
+        .env("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        .env("VLLM_CPU_KVCACHE_SPACE", "1");
+    if std::env::var_os("OMP_NUM_THREADS").is_none() {
+        // The driver's setting, so both measure the same forward.
+        cmd.env("OMP_NUM_THREADS", "1");
+    }
+    if let Some(v) = vocab {
+        cmd.env("SERVETEST_BENCH_MAX_TOKEN_ID", v.to_string());
+    }
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let status = cmd
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        .status()
+        .map_err(|e| format!("failed to start vllm bench latency: {e}"))?;
+    let command = format!("{} {}", python.display(), a.join(" "));
+    if !status.success() {
+        return Err(format!(
+            "cross-check: `{command}` exited with {status}; last lines of {}:\n{}",
+            log.display(),
+            log_tail(&log, 20)
+        ));
+    }
+    let out: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&json).map_err(|e| format!("{}: {e}", json.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", json.display()))?;
+    let bench_avg_ms = out["avg_latency"]
+        .as_f64()
+        .ok_or_else(|| format!("{}: no avg_latency", json.display()))?
+        * 1e3;
+    let forward_sum_ms =
+        (p.prefill_s + p.output_len.saturating_sub(1) as f64 * p.decode_s_per_step) * 1e3;
+    let c = CrossCheck {
+        bsz: p.bsz,
+        seq: p.seq,
+        output_len: p.output_len,
+        bench_avg_ms,
+        forward_sum_ms,
+        driver_wall_total_ms: p.wall_total_ms,
+        overhead_ms: bench_avg_ms - forward_sum_ms,
+        forward_share: forward_sum_ms / bench_avg_ms,
+        command,
+    };
+    crate::fsutil::write_atomic(
+        &dir.join("cross-check.json"),
+        &serde_json::to_vec_pretty(&c).expect("json"),
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "cross-check bsz {} seq {} output {}: vllm bench latency {:.2} ms per generate; forwards \
+         {:.2} ms ({:.0}%); the driver's generate {} ms",
+        c.bsz,
+        c.seq,
+        c.output_len,
+        c.bench_avg_ms,
+        c.forward_sum_ms,
+        c.forward_share * 100.0,
+        c.driver_wall_total_ms
+            .map_or("n/a".into(), |w| format!("{w:.2}"))
+    );
+    forwards_fit(&c)?;
+    Ok(c)
+}
+
+fn forwards_fit(c: &CrossCheck) -> Result<(), String> {
+    if c.forward_sum_ms > c.bench_avg_ms {
+        return Err(format!(
+            "cross-check: the forwards of one generate ({:.2} ms) exceed vllm bench latency's whole \
+             generate ({:.2} ms) at bsz {} seq {}: the forward-only timing is wrong",
+            c.forward_sum_ms, c.bench_avg_ms, c.bsz, c.seq
+        ));
+    }
+    Ok(())
 }
 
 fn run_vllm(
@@ -294,14 +502,21 @@ fn run_vllm(
     args: &std::collections::BTreeMap<String, serde_yaml::Value>,
     grid: &[(u64, u64)],
     dir: &Path,
-    profiled: bool,
 ) -> Result<Vec<Point>, String> {
+    let profile = match spec.profile {
+        Profile::None => "none",
+        Profile::Prefill => "prefill",
+        Profile::Decode => "decode",
+        Profile::Both => "both",
+    };
     let input = serde_json::json!({
         "model": model.display().to_string(),
         "engine_args": args,
         "grid": grid,
         "output_len": spec.output_len,
         "num_iters": spec.num_iters,
+        "profile": profile,
+        "profile_dir": dir.join("profile").display().to_string(),
     });
     let spec_path = dir.join("latency-spec.json");
     crate::fsutil::write_atomic(&spec_path, input.to_string().as_bytes())
@@ -310,15 +525,7 @@ fn run_vllm(
     let log = dir.join("latency-driver.log");
     let python = crate::serve::engine::default_python(root);
     let driver = root.join("scripts/latency-driver");
-    let mut cmd = if profiled {
-        let mut c = std::process::Command::new("nsys");
-        c.args(["profile", "--force-overwrite", "true", "-o"])
-            .arg(dir.join("profile"))
-            .arg(&python);
-        c
-    } else {
-        std::process::Command::new(&python)
-    };
+    let mut cmd = std::process::Command::new(&python);
     cmd.arg(&driver).arg(&spec_path).arg(&out);
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let status = cmd
@@ -343,6 +550,29 @@ fn run_vllm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwards_longer_than_the_whole_generate_fail_the_cross_check() {
+        let mut c = CrossCheck {
+            bsz: 1,
+            seq: 32,
+            output_len: 32,
+            bench_avg_ms: 133.4,
+            forward_sum_ms: 51.5,
+            driver_wall_total_ms: Some(138.4),
+            overhead_ms: 81.9,
+            forward_share: 0.39,
+            command: String::new(),
+        };
+        assert!(forwards_fit(&c).is_ok());
+        // A driver that timed whole engine steps twice over would report this.
+        c.forward_sum_ms = 140.0;
+        let e = forwards_fit(&c).unwrap_err();
+        assert!(
+            e.contains("exceed vllm bench latency's whole generate (133.40 ms)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn sglang_command_maps_the_layers_to_its_flags() {
