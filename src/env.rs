@@ -210,3 +210,26 @@ pub fn local_slots() -> usize {
         .filter(|n| *n > 0)
         .unwrap_or(64)
 }
+
+/// The pytest node id of upstream's perf-sanity jobs, `{MODULE}::{FUNCTION}[{PREFIX}-{config}]`,
+/// as a TensorRT-LLM fork's `run_disagg_test.sh` takes it from the environment (same defaults):
+/// test lists are read and JUnit test cases named with these.
+pub const PERF_TEST_MODULE: &str = "PERF_TEST_MODULE";
+pub const PERF_TEST_FUNCTION: &str = "PERF_TEST_FUNCTION";
+pub const PERF_TEST_PREFIX: &str = "PERF_TEST_PREFIX";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerfTestId {
+    pub module: String,
+    pub function: String,
+    pub prefix: String,
+}
+
+pub fn perf_test_id() -> PerfTestId {
+    let get = |name: &str, default: &str| non_empty(name).unwrap_or_else(|| default.to_owned());
+    PerfTestId {
+        module: get(PERF_TEST_MODULE, "perf/test_perf_sanity.py"),
+        function: get(PERF_TEST_FUNCTION, "test_e2e"),
+        prefix: get(PERF_TEST_PREFIX, "disagg_upload"),
+    }
+}

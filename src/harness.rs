@@ -246,7 +246,18 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         let kind = case.kind().to_owned();
         let is_ignored = ignored.is_some();
         let ctx = context.clone();
-        let classname = format!("{}.{}", case.family.name, case.category);
+        // Perf-sanity cases keep upstream's pytest id in the JUnit report (PERF_TEST_*).
+        let gen_only = matches!(&case.spec, Some(crate::case::CaseSpec::Disagg(d))
+            if d.benchmark.mode == crate::case::schema::BenchmarkMode::GenOnly);
+        let (classname, junit_name) = if case.category == "perf-sanity" {
+            let stem = case.path.file_stem().unwrap_or_default().to_string_lossy();
+            crate::case::testlist::perf_sanity_junit(&stem, gen_only)
+        } else {
+            (
+                format!("{}.{}", case.family.name, case.category),
+                name.clone(),
+            )
+        };
         let trial = probe(&case, is_ignored);
         let runs = !listing && !args.libtest.is_filtered_out(&trial);
         if !args.libtest.is_filtered_out(&trial) {
@@ -258,7 +269,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         if runs && args.libtest.is_ignored(&trial) {
             // libtest will not call the runner: the report still says why it was skipped.
             junit.record(TrialRecord {
-                name: name.clone(),
+                name: junit_name.clone(),
                 classname: classname.clone(),
                 outcome: Outcome::Skipped(ignored.clone().unwrap_or_default()),
                 time: Default::default(),
@@ -312,7 +323,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
                     Err(f) => Outcome::Failed(f.message().unwrap_or("failed").to_owned()),
                 };
                 junit.record(TrialRecord {
-                    name,
+                    name: junit_name,
                     classname,
                     outcome,
                     time: started.elapsed(),

@@ -27,6 +27,11 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ReadError> {
 }
 
 pub fn parse(text: &str) -> Vec<Entry> {
+    parse_with(text, &crate::env::perf_test_id())
+}
+
+/// `parse` with the perf-sanity id parts given (`PERF_TEST_*` in `parse`).
+pub fn parse_with(text: &str, id: &crate::env::PerfTestId) -> Vec<Entry> {
     text.lines()
         .enumerate()
         .filter_map(|(i, raw)| {
@@ -40,7 +45,7 @@ pub fn parse(text: &str) -> Vec<Entry> {
             }
             Some(Entry {
                 line: i + 1,
-                name: node_id_name(line),
+                name: node_id_name(line, &id.prefix),
             })
         })
         .collect()
@@ -50,8 +55,8 @@ pub fn parse(text: &str) -> Vec<Entry> {
 /// The case name of one list line: a plain name, or a pytest node id (`file.py::Class::test[NAME]`),
 /// optionally as a YAML list item (upstream's test-db files) and with a CI suffix such as
 /// ` TIMEOUT (120)`. Perf-sanity ids `test_e2e[disagg_upload-[e2e-|gen_only-]STEM]` name the
-/// `disagg/perf-sanity/STEM.yaml` case.
-fn node_id_name(line: &str) -> String {
+/// `disagg/perf-sanity/STEM.yaml` case (`disagg_upload` is `PERF_TEST_PREFIX`'s default).
+fn node_id_name(line: &str, perf_prefix: &str) -> String {
     static SUFFIX: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"\s+(TIMEOUT|ISOLATION)\b.*$").expect("static regex")
     });
@@ -75,7 +80,8 @@ fn node_id_name(line: &str) -> String {
     if let Some(c) = OLD_ID.captures(id) {
         return crate::case::Case::make_name(&c[1], &c[2], &c[3]);
     }
-    match id.strip_prefix("disagg_upload-") {
+    let prefix = format!("{perf_prefix}-");
+    match id.strip_prefix(prefix.as_str()) {
         Some(rest) => {
             let stem = rest
                 .strip_prefix("e2e-")
@@ -87,9 +93,73 @@ fn node_id_name(line: &str) -> String {
     }
 }
 
+/// A perf-sanity case as upstream's pytest reports it: (`perf.test_perf_sanity`,
+/// `test_e2e[disagg_upload-e2e-STEM]`), from `PERF_TEST_MODULE/FUNCTION/PREFIX`, so CI dashboards
+/// keyed on upstream's JUnit ids keep their history.
+pub fn perf_sanity_junit(stem: &str, gen_only: bool) -> (String, String) {
+    perf_sanity_junit_with(&crate::env::perf_test_id(), stem, gen_only)
+}
+
+fn perf_sanity_junit_with(
+    id: &crate::env::PerfTestId,
+    stem: &str,
+    gen_only: bool,
+) -> (String, String) {
+    let classname = id
+        .module
+        .strip_suffix(".py")
+        .unwrap_or(&id.module)
+        .replace('/', ".");
+    let mode = if gen_only { "gen_only" } else { "e2e" };
+    (
+        classname,
+        format!("{}[{}-{mode}-{stem}]", id.function, id.prefix),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn perf_test_variables_name_ids_both_ways() {
+        let default = crate::env::PerfTestId {
+            module: "perf/test_perf_sanity.py".into(),
+            function: "test_e2e".into(),
+            prefix: "disagg_upload".into(),
+        };
+        assert_eq!(
+            perf_sanity_junit_with(&default, "gb200_ds", true),
+            (
+                "perf.test_perf_sanity".to_owned(),
+                "test_e2e[disagg_upload-gen_only-gb200_ds]".to_owned()
+            )
+        );
+        let mine = crate::env::PerfTestId {
+            module: "perf/test_mine.py".into(),
+            function: "test_x".into(),
+            prefix: "my_upload".into(),
+        };
+        let names: Vec<String> = parse_with(
+            "perf/test_mine.py::test_x[my_upload-e2e-cfg_a]\nperf/test_perf_sanity.py::test_e2e[disagg_upload-e2e-cfg_b]\n",
+            &mine,
+        )
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+        assert_eq!(
+            names,
+            ["disagg_perf-sanity_cfg_a", "disagg_upload-e2e-cfg_b"],
+            "the prefix names the case; another prefix is taken as a name"
+        );
+        assert_eq!(
+            perf_sanity_junit_with(&mine, "cfg_a", false),
+            (
+                "perf.test_mine".to_owned(),
+                "test_x[my_upload-e2e-cfg_a]".to_owned()
+            )
+        );
+    }
 
     #[test]
     fn plain_names_node_ids_comments_and_blanks() {
