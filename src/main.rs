@@ -10,9 +10,7 @@ use servetest::case::discover::discover;
 use servetest::env;
 use servetest::report_cases::{violations_text, CaseRow};
 
-mod bench_cmd;
-mod cb_cmd;
-mod serve_cmd;
+mod cli;
 
 /// `--version` names the features built in: a build without `perf` only validates.
 const VERSION: &str = if cfg!(feature = "perf") {
@@ -59,7 +57,7 @@ enum Command {
     },
     /// Start an inference server (own process group), wait until healthy, print its URL, and stop it
     /// cleanly on Ctrl-C/SIGTERM. Arguments after `--` go to the engine verbatim.
-    Serve(serve_cmd::Options),
+    Serve(cli::serve::Options),
     /// Run the cases harness (the same as `cargo test --test cases`; execution needs a build with
     /// `--features perf`). Arguments are the harness's: filters, --list, --test-list, …
     #[command(disable_help_flag = true)]
@@ -106,9 +104,9 @@ enum Command {
         what: LatencyCommand,
     },
     /// Benchmark an OpenAI-compatible server (vLLM's metrics and output format).
-    Bench(Box<bench_cmd::BenchArgs>),
+    Bench(Box<cli::bench::BenchArgs>),
     /// An OpenAI-compatible simulator with a latency model (for testing clients).
-    SimServer(bench_cmd::SimArgs),
+    SimServer(cli::bench::SimArgs),
     /// Reports over results: `compare A B` prints metric, baseline, now, change, limit per case and
     /// concurrency (A = baseline), exit 1 on a regression.
     Report {
@@ -168,7 +166,7 @@ enum LatencyCommand {
 #[derive(Subcommand)]
 enum CbCommand {
     /// Run prompts through the engine and print the generated text (cb_spyre_inference.py's flags).
-    Run(cb_cmd::CbRunArgs),
+    Run(cli::cb::CbRunArgs),
 }
 
 #[derive(Subcommand)]
@@ -230,10 +228,10 @@ enum ReportCommand {
         #[arg(long)]
         recent: Option<usize>,
         /// Smallest relative change --gate calls a regression (0.05 = 5 %).
-        #[arg(long, default_value_t = 0.0, value_parser = bench_cmd::non_negative)]
+        #[arg(long, default_value_t = 0.0, value_parser = cli::bench::non_negative)]
         min_change: f64,
         /// Largest t-test p-value at which a change point is accepted.
-        #[arg(long, default_value_t = 0.01, value_parser = bench_cmd::probability)]
+        #[arg(long, default_value_t = 0.01, value_parser = cli::bench::probability)]
         max_p: f64,
         /// Fewest runs on each side of a change point.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..))]
@@ -296,7 +294,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Serve(opts) => match serve_cmd::run(opts) {
+        Command::Serve(opts) => match cli::serve::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
@@ -361,7 +359,7 @@ fn main() -> ExitCode {
         },
         Command::Cb {
             what: CbCommand::Run(args),
-        } => match cb_cmd::run(args) {
+        } => match cli::cb::run(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),
             Err(e) => {
@@ -369,7 +367,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Bench(args) => match bench_cmd::run(*args) {
+        Command::Bench(args) => match cli::bench::run(*args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(2),
             Err(e) => {
@@ -377,7 +375,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::SimServer(args) => match bench_cmd::sim_server(args) {
+        Command::SimServer(args) => match cli::bench::sim_server(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
