@@ -706,3 +706,56 @@ fn bench_runs_are_recorded_in_the_results_history() {
         text(&o)
     );
 }
+
+/// Seed 000's own configuration files (MetaX-MACA/vLLM-metax tools/batched_test/configs at babccd0,
+/// tests/fixtures/upstream-batched, CRLF line ends and all) load unchanged: every model of each
+/// model config is selected, its cluster config, case files and bench-param files are read.
+#[test]
+fn upstream_batched_test_configs_load_unchanged() {
+    let dir = "tests/fixtures/upstream-batched";
+    for (file, models) in [
+        ("model.yaml", 81),
+        ("model_by_cluster.yaml", 13),
+        ("model_test.yaml", 1),
+    ] {
+        let o = servetest(&[
+            "aggregated",
+            "launch",
+            "--dry-run",
+            "--infer",
+            "--perf",
+            "--gpus",
+            "1,2,4,8,16,32",
+            "--model-config",
+            &format!("{dir}/{file}"),
+            "--cluster-config",
+            &format!("{dir}/cluster.yaml"),
+        ]);
+        assert!(o.status.success(), "{file}: {}", text(&o));
+        let out = text(&o);
+        assert!(
+            out.contains(&format!("[Scheduler] Selected {models} model(s):")),
+            "{file}: {out}"
+        );
+        // Repeated names are upstream's own (Qwen3-32B three times): warned about, run.
+        assert!(!out.contains("error"), "{file}: {out}");
+    }
+    use servetest::aggregated::inference::{read_cases, ImageCase, TextCase};
+    let text_cases: Vec<TextCase> =
+        read_cases(Path::new(&format!("{dir}/inference/text_case.yaml"))).unwrap();
+    assert_eq!(text_cases.len(), 5);
+    let image_cases: Vec<ImageCase> =
+        read_cases(Path::new(&format!("{dir}/inference/image_case.yaml"))).unwrap();
+    assert_eq!(image_cases.len(), 4);
+    for (file, points) in [
+        ("bench_default.json", 12),
+        ("bench_2.json", 3),
+        ("bench_high.json", 16),
+    ] {
+        let p = servetest::case::aggregated::read_bench_params(Path::new(&format!(
+            "{dir}/bench_params/{file}"
+        )))
+        .unwrap();
+        assert_eq!(p.len(), points, "{file}");
+    }
+}

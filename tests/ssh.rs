@@ -92,7 +92,7 @@ fn write_case(dir: &Path, tp: u64) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: {tp}}}\n    infer_type: [text-only]\n\
+            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: {tp}, distributed_executor_backend: ray}}\n    infer_type: [text-only]\n\
              infer: true\nperf: false\ngpus_per_node: 1\n\
              cluster:\n  - ssh: {{hostname: 127.0.0.1, port: {}, user: {}, auth_type: key, private_key: {}}}\n    ray: {{nic: lo}}\n\
              slurm: {{job_time: '00:05:00'}}\n",
@@ -164,7 +164,7 @@ fn the_ssh_password_and_planted_values_stay_out_of_output_files_and_command_line
     std::fs::write(
         &case,
         format!(
-            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: 1}}\n    infer_type: [text-only]\n\
+            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: 1, distributed_executor_backend: ray}}\n    infer_type: [text-only]\n\
              \x20   extra_env: {{HF_TOKEN: {TOKEN}, PLAIN_FLAG: {PLAIN}}}\n\
              infer: true\nperf: false\ngpus_per_node: 1\n\
              cluster:\n  - ssh: {{hostname: 127.0.0.1, port: {}, user: {}, auth_type: password, password_env: SERVETEST_SSH_PASSWORD}}\n    ray: {{nic: lo}}\n\
@@ -221,7 +221,7 @@ fn two_hosts_in_namespaces_are_probed_and_form_a_two_node_ray_cluster() {
     std::fs::write(
         &case,
         format!(
-            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: 1, pp: 2, max_model_len: 512, extra_args: {{--dtype: float32, --enforce-eager: ''}}}}\n    infer_type: [text-only]\n\
+            "models:\n  - name: tiny\n    model_path: models/tiny\n    serve_config: {{tp: 1, pp: 2, distributed_executor_backend: ray, max_model_len: 512, extra_args: {{--dtype: float32, --enforce-eager: ''}}}}\n    infer_type: [text-only]\n\
              \x20   extra_env: {{VLLM_CPU_KVCACHE_SPACE: '1'}}\n\
              infer: true\nperf: false\ngpus_per_node: 1\ncluster:\n{}{}\
              slurm: {{job_time: '00:05:00'}}\n",

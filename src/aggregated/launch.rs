@@ -133,9 +133,11 @@ pub fn load(a: &LaunchArgs, root: &Path) -> Result<(AggregatedSpec, serde_yaml::
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let raw: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| format!("{}: {e}", model_config.display()))?;
+    // `infer` as given, so infer_type is only checked when inference runs.
     let wrapped = format!(
-        "{}slurm: {{job_time: '00:00:00'}}\n",
-        section("models", text)
+        "{}infer: {}\nperf: true\nslurm: {{job_time: '00:00:00'}}\n",
+        section("models", text),
+        a.infer
     );
     let (spec, violations) = crate::case::aggregated::load(&wrapped, "perf", "");
     let mut all = unwrap_violations(violations, &wrapped, "models", &model_config);
@@ -157,7 +159,7 @@ pub fn load(a: &LaunchArgs, root: &Path) -> Result<(AggregatedSpec, serde_yaml::
         }
     };
     for w in all.iter().filter(|v| !v.is_error()) {
-        eprintln!("warning: {w}");
+        eprintln!("{w}");
     }
     let errors: Vec<String> = all
         .iter()
@@ -230,8 +232,11 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         };
         let items = raw.as_sequence().cloned().unwrap_or_default();
         let mut out = String::new();
-        for (i, _) in &selected {
-            let one = serde_yaml::to_string(&vec![items[*i].clone()]).map_err(|e| e.to_string())?;
+        for (i, m) in &selected {
+            let item = items
+                .get(*i)
+                .ok_or_else(|| format!("--dump-selected: model `{}` is not in the file", m.name))?;
+            let one = serde_yaml::to_string(&vec![item.clone()]).map_err(|e| e.to_string())?;
             out.push_str(&one);
             out.push('\n');
         }
@@ -338,6 +343,32 @@ mod tests {
                 "{model}:21: 2.colour: unknown key (known in 2: name,"
             )),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn dump_selected_writes_each_selected_entry_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), MODELS);
+        let dump = dir.path().join("selected.yaml");
+        a.dump_selected = Some(dump.clone());
+        launch(&a).unwrap();
+        let text = std::fs::read_to_string(&dump).unwrap();
+        let blocks: Vec<&str> = text
+            .split("\n\n")
+            .filter(|b| !b.trim().is_empty())
+            .collect();
+        assert_eq!(blocks.len(), 2, "{text}");
+        let first: serde_yaml::Value = serde_yaml::from_str(blocks[0]).unwrap();
+        assert_eq!(first[0]["name"].as_str(), Some("a"));
+        // The entry as written: upstream's single-dash flag and `tags` survive.
+        assert_eq!(
+            first[0]["serve_config"]["extra_args"]["-dcp"].as_u64(),
+            Some(2)
+        );
+        assert!(
+            blocks[1].contains("name: c") && !text.contains("name: b"),
+            "{text}"
         );
     }
 }

@@ -94,6 +94,12 @@ pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), 
 
 pub fn run_spec(spec: &AggregatedSpec, opts: &RunOptions) -> Result<(), String> {
     crate::secrets::mask_process_environment();
+    // `launch` reads no case file: the models' own environment is masked here for both.
+    crate::secrets::mask_secret_pairs(
+        spec.models
+            .iter()
+            .flat_map(|m| m.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    );
     let mut paths: Vec<PathBuf> = opts.resume_csvs.clone();
     if let Some(p) = std::env::var_os(RESUME_CSV_ENV) {
         paths.extend(std::env::split_paths(&p));
@@ -304,12 +310,9 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
                 .filter(|p| !ctx.resume.perf.contains(&(perf_label.clone(), p.key())))
                 .collect(),
             Err(e) => {
-                fail_infer(
-                    Stage::Init,
-                    &format!("benchmark.bench_param {e}"),
-                    &mut failures,
-                );
-                return (rows, failures);
+                // Only this model's sweep fails (upstream's too); its inference still runs.
+                failures.push(format!("{} (perf): benchmark.bench_param {e}", m.name));
+                Vec::new()
             }
         }
     } else {
@@ -455,12 +458,27 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
     (rows, failures)
 }
 
-/// `tiny` is the project's model; a relative path resolves against the run's base.
+/// `tiny` is the project's model; a relative path resolves against the run's base when it is one
+/// (it exists there, or starts with `./`, `../`); anything else, a hub id such as
+/// `Qwen/Qwen3-8B`, goes to the engine as written, as upstream passes it.
 fn resolve(base: &Path, model: &str) -> PathBuf {
     if model == "tiny" {
-        crate::env::project_dir().join("models/tiny")
+        return crate::env::project_dir().join("models/tiny");
+    }
+    if let Some(home) = model.strip_prefix("~/") {
+        if let Some(h) = std::env::var_os("HOME") {
+            return PathBuf::from(h).join(home);
+        }
+    }
+    let joined = base.join(model);
+    if Path::new(model).is_absolute()
+        || model.starts_with("./")
+        || model.starts_with("../")
+        || joined.exists()
+    {
+        joined
     } else {
-        base.join(model)
+        PathBuf::from(model)
     }
 }
 

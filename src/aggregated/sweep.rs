@@ -82,7 +82,7 @@ impl Sweep {
                 .args(client_flags)
                 .output()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("failed to start {} bench: {e}", exe.display()))?;
             let mut json: Value = std::fs::read(&result)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
@@ -124,7 +124,9 @@ impl Sweep {
     }
 
     /// `summary.csv` as pandas' `DataFrame.from_records(runs).to_csv()`: an unnamed index column,
-    /// the union of keys in first-seen order, `True`/`False`, empty for missing values.
+    /// the union of keys in first-seen order (servetest's run JSON keeps its keys sorted, so the
+    /// columns come sorted, where vLLM's follow its result's insertion order), `True`/`False`,
+    /// empty for missing values.
     fn write_csv(&self) -> Result<(), String> {
         let mut columns: Vec<String> = Vec::new();
         for r in &self.records {

@@ -19,7 +19,7 @@
 //! matrix:                     # optional: one trial per combination, e.g. `…[max_num_seqs=2]`
 //!   max_num_seqs: [1, 2]
 //!   max_tokens: [8, [10, 20]]  # max_tokens / prompt_len: one value for every prompt, or a list with
-//!                              # one value per prompt (the seed's `[[10, 20], [60, 78]]`): `…=10/20`
+//!                              # one value per prompt (the seed's `[[10, 20], [60, 78]]`): `…=10+20`
 //! ```
 //!
 //! `expect_error` (a regex) asserts that the engine rejects that prompt when it is added, e.g. a
@@ -383,14 +383,15 @@ impl MatrixValue {
     }
 }
 
-/// `10` → "10"; `[10, 20]` → "10/20", so trial names stay one bracketed list.
+/// `10` → "10"; `[10, 20]` → "10+20": trial names stay one bracketed list and usable as a directory
+/// name (output/cb/<trial>/).
 impl std::fmt::Display for MatrixValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MatrixValue::All(v) => write!(f, "{v}"),
             MatrixValue::PerPrompt(v) => {
                 let parts: Vec<String> = v.iter().map(u64::to_string).collect();
-                write!(f, "{}", parts.join("/"))
+                write!(f, "{}", parts.join("+"))
             }
         }
     }
@@ -499,8 +500,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "[max_tokens=4,prompt_len=8/9]",
-                "[max_tokens=10/20,prompt_len=8/9]"
+                "[max_tokens=4,prompt_len=8+9]",
+                "[max_tokens=10+20,prompt_len=8+9]"
             ]
         );
         let tokens: Vec<u64> = all[1].1.prompts.iter().map(|p| p.max_tokens).collect();

@@ -238,7 +238,7 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
     if spec.output_len < 2 {
         violations.push(Violation::error(
             "output_len",
-            "needs at least 2 (decode latency = (total − prefill) / (output_len − 1))",
+            "needs at least 2 (one prefill step, then decode steps)",
         ));
     }
     if spec.num_iters == 0 {

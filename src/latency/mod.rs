@@ -62,7 +62,7 @@ struct CsvRow<'a> {
     seq: u64,
     output_len: u64,
     prefill_latency_ms: f64,
-    /// None when noise swallowed the decode time (total ≤ prefill): raise output_len or num_iters.
+    /// None when no decode forward was timed (a driver that reports 0).
     decode_latency_ms: Option<f64>,
     prefill_tflops: f64,
     decode_tflops: Option<f64>,
@@ -145,6 +145,13 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
         .iter()
         .map(|k| composed.args.get(*k).and_then(|v| v.as_u64()).unwrap_or(1))
         .product::<u64>();
+    let measured: Vec<(u64, u64)> = points.iter().map(|p| (p.bsz, p.seq)).collect();
+    if spec.engine == "vllm" && measured != grid {
+        return Err(format!(
+            "the driver measured {measured:?}, the grid is {grid:?} (driver log {})",
+            dir.join("latency-driver.log").display()
+        ));
+    }
     let problems: Vec<String> = points
         .iter()
         .filter(|p| !p.shape_ok)
@@ -186,8 +193,7 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
         let decode_s = Some(p.decode_s_per_step).filter(|d| *d > 0.0);
         if decode_s.is_none() {
             println!(
-                "bsz {} seq {}: the decode time was lost in measurement noise (total ≤ prefill); \
-                 raise output_len or num_iters",
+                "bsz {} seq {}: no decode forward was timed; raise output_len",
                 p.bsz, p.seq
             );
         }
@@ -332,7 +338,7 @@ struct Point {
     /// Medians of the forward call alone.
     prefill_s: f64,
     decode_s_per_step: f64,
-    #[serde(default = "yes")]
+    /// Required: a driver that does not say is not trusted.
     shape_ok: bool,
     #[serde(default)]
     shape_problems: Vec<String>,
@@ -346,10 +352,6 @@ struct Point {
     prefill_profile: Option<String>,
     #[serde(default)]
     decode_profile: Option<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `vllm bench latency` on one point, next to the forward-only figures (cross-check.json).
@@ -418,9 +420,11 @@ fn cross_check(
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|c| c["vocab_size"].as_u64());
     let mut cmd = std::process::Command::new(&python);
-    cmd.args(&a)
-        .env("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        .env("VLLM_CPU_KVCACHE_SPACE", "1");
+    cmd.args(&a).env("VLLM_ENABLE_V1_MULTIPROCESSING", "0");
+    // The driver's defaults, where the caller set nothing, so both measure the same engine.
+    if std::env::var_os("VLLM_CPU_KVCACHE_SPACE").is_none() {
+        cmd.env("VLLM_CPU_KVCACHE_SPACE", "1");
+    }
     if std::env::var_os("OMP_NUM_THREADS").is_none() {
         // The driver's setting, so both measure the same forward.
         cmd.env("OMP_NUM_THREADS", "1");
