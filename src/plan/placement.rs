@@ -45,9 +45,9 @@ pub struct Share<'a> {
 /// The nodes each step's `srun` gets on an allocation of `cap` nodes, and what the user should know
 /// about the difference (one line each, for overrides.txt):
 /// - ranges past the end fold back (roles share nodes, as on a smaller cluster);
-/// - a serving role runs one server process, on the first of its nodes: servetest does not yet run
-///   an engine's multi-node launch (upstream's `trtllm-llmapi-launch` ranks), so it says so rather
-///   than asking SLURM for one task on several nodes.
+/// - a serving role whose engine is not launched across nodes here (`one_process`: vLLM, SGLang)
+///   runs one server process, on the first of its nodes, and it says so rather than asking SLURM
+///   for one task on several nodes. (TensorRT-LLM workers run as MPI ranks: `PlannedStep::ranks`.)
 pub fn fit(steps: &[Share], cap: u64) -> (Vec<Nodes>, Vec<String>) {
     let mut folded = Vec::new();
     let mut notes = Vec::new();
@@ -60,7 +60,7 @@ pub fn fit(steps: &[Share], cap: u64) -> (Vec<Nodes>, Vec<String>) {
             }
             if s.one_process && fit.count > 1 {
                 notes.push(format!(
-                    "placement: {} owns nodes {}-{} of the allocation; servetest starts its one server process on node {} (a multi-node engine launch is not supported yet)",
+                    "placement: {} owns nodes {}-{} of the allocation; servetest starts its one server process on node {} (its engine's multi-node launch is not run yet)",
                     s.name,
                     fit.first,
                     fit.first + fit.count - 1,

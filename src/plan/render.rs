@@ -25,6 +25,10 @@ pub struct PlannedStep {
     pub nodes: Nodes,
     pub gpus: u64,
     pub log: PathBuf,
+    /// A worker whose engine launches across nodes (TensorRT-LLM: MPI ranks under
+    /// `trtllm-llmapi-launch`): its world size. On more than one node the step runs that many
+    /// tasks (`--ntasks-per-node`, `--mpi=pmix`); on one node, one task as any other.
+    pub ranks: Option<u64>,
 }
 
 /// The case's environment as `export NAME=value` lines, and the private file they go to (0600, in
@@ -155,6 +159,7 @@ fn family_step(
         nodes: Nodes::FIRST,
         gpus,
         log: dir.join(format!("{family}.log")),
+        ranks: None,
     }
 }
 
@@ -173,107 +178,112 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         key: key.to_owned(),
         reason,
     };
-    let (fields, env, steps) =
-        match spec {
-            CaseSpec::Cb(_) => return Err(value_err(
+    let (fields, env, steps) = match spec {
+        CaseSpec::Cb(_) => {
+            return Err(value_err(
                 "family",
                 "cb cases drive the engine in-process from the harness; they have no job script"
                     .into(),
-            )),
-            CaseSpec::Disagg(s) => {
-                let env = match &s.environment.worker_env_var {
-                    Some(text) => parse_env_assignments(text)
-                        .map_err(|r| value_err("environment.worker_env_var", r))?,
-                    None => Vec::new(),
-                };
-                let per_node = s.hardware.gpus_per_node.max(1);
-                let (placed, nodes) = crate::plan::placement::disagg(s);
-                let fields = SlurmFields {
-                    partition: Some(s.slurm.partition.clone()),
-                    account: Some(s.slurm.account.clone()),
-                    job_time: s.slurm.job_time.clone(),
-                    extra_args: s.slurm.extra_args.clone(),
-                    nodes,
-                    gpus_per_node: per_node,
-                    container_image: s.environment.container_image.clone(),
-                    container_mounts: s.environment.container_mount.clone(),
-                };
-                let steps: Vec<PlannedStep> = placed
-                    .into_iter()
-                    .map(|(role, nodes)| {
-                        let gpus = match role {
-                            crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
-                            crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
-                            _ => 0,
-                        };
-                        let name = role.to_string();
-                        PlannedStep {
-                            log: dir.join(format!("{}.log", name.to_lowercase())),
-                            argv: vec![
-                                "env".into(),
-                                format!("DISAGG_SERVING_TYPE={name}"),
-                                input.servetest.display().to_string(),
-                                "role".into(),
-                                "--case".into(),
-                                case_path.display().to_string(),
-                                "--out".into(),
-                                dir.display().to_string(),
-                            ],
-                            name,
-                            ntasks: 1,
-                            nodes,
-                            gpus,
-                        }
-                    })
-                    .collect();
-                (fields, env, steps)
-            }
-            CaseSpec::Latency(s) => (
-                SlurmFields::from_script(&s.slurm, 1, 0),
+            ))
+        }
+        CaseSpec::Disagg(s) => {
+            let env = match &s.environment.worker_env_var {
+                Some(text) => parse_env_assignments(text)
+                    .map_err(|r| value_err("environment.worker_env_var", r))?,
+                None => Vec::new(),
+            };
+            let per_node = s.hardware.gpus_per_node.max(1);
+            let (placed, nodes) = crate::plan::placement::disagg(s);
+            let fields = SlurmFields {
+                partition: Some(s.slurm.partition.clone()),
+                account: Some(s.slurm.account.clone()),
+                job_time: s.slurm.job_time.clone(),
+                extra_args: s.slurm.extra_args.clone(),
+                nodes,
+                gpus_per_node: per_node,
+                container_image: s.environment.container_image.clone(),
+                container_mounts: s.environment.container_mount.clone(),
+            };
+            let steps: Vec<PlannedStep> = placed
+                .into_iter()
+                .map(|(role, nodes)| {
+                    let gpus = match role {
+                        crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
+                        crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
+                        _ => 0,
+                    };
+                    let name = role.to_string();
+                    let multi_node_engine =
+                        s.environment.engine == crate::case::schema::EngineKind::Trtllm && gpus > 0;
+                    PlannedStep {
+                        ranks: multi_node_engine.then_some(gpus),
+                        log: dir.join(format!("{}.log", name.to_lowercase())),
+                        argv: vec![
+                            "env".into(),
+                            format!("DISAGG_SERVING_TYPE={name}"),
+                            input.servetest.display().to_string(),
+                            "role".into(),
+                            "--case".into(),
+                            case_path.display().to_string(),
+                            "--out".into(),
+                            dir.display().to_string(),
+                        ],
+                        name,
+                        ntasks: 1,
+                        nodes,
+                        gpus,
+                    }
+                })
+                .collect();
+            (fields, env, steps)
+        }
+        CaseSpec::Latency(s) => (
+            SlurmFields::from_script(&s.slurm, 1, 0),
+            Vec::new(),
+            vec![family_step("latency", input, &case_path, &dir, 0)],
+        ),
+        CaseSpec::Aggregated(s) => {
+            // The largest model sets the allocation: nodes = tp·pp·dp / GPUs per node.
+            let devices = case.total_gpus().unwrap_or(0);
+            let nodes = devices.div_ceil(s.gpus_per_node.max(1)).max(1);
+            (
+                SlurmFields::from_script(&s.slurm, nodes, s.gpus_per_node),
                 Vec::new(),
-                vec![family_step("latency", input, &case_path, &dir, 0)],
-            ),
-            CaseSpec::Aggregated(s) => {
-                // The largest model sets the allocation: nodes = tp·pp·dp / GPUs per node.
-                let devices = case.total_gpus().unwrap_or(0);
-                let nodes = devices.div_ceil(s.gpus_per_node.max(1)).max(1);
-                (
-                    SlurmFields::from_script(&s.slurm, nodes, s.gpus_per_node),
-                    Vec::new(),
-                    vec![family_step(
-                        "aggregated",
-                        input,
-                        &case_path,
-                        &dir,
-                        devices.min(s.gpus_per_node),
-                    )],
-                )
-            }
-            CaseSpec::Script(s) => {
-                let fields = SlurmFields::from_script(&s.slurm, s.slurm.nodes(), 0);
-                let env = s
-                    .environment
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let steps = s
-                    .steps
-                    .iter()
-                    .map(|st| PlannedStep {
-                        name: st.name.clone(),
-                        argv: st.command(),
-                        ntasks: st.ntasks,
-                        nodes: Nodes {
-                            first: st.node,
-                            count: st.nodes,
-                        },
-                        gpus: 0,
-                        log: dir.join(format!("{}.log", st.name)),
-                    })
-                    .collect();
-                (fields, env, steps)
-            }
-        };
+                vec![family_step(
+                    "aggregated",
+                    input,
+                    &case_path,
+                    &dir,
+                    devices.min(s.gpus_per_node),
+                )],
+            )
+        }
+        CaseSpec::Script(s) => {
+            let fields = SlurmFields::from_script(&s.slurm, s.slurm.nodes(), 0);
+            let env = s
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let steps = s
+                .steps
+                .iter()
+                .map(|st| PlannedStep {
+                    name: st.name.clone(),
+                    argv: st.command(),
+                    ntasks: st.ntasks,
+                    nodes: Nodes {
+                        first: st.node,
+                        count: st.nodes,
+                    },
+                    gpus: 0,
+                    log: dir.join(format!("{}.log", st.name)),
+                    ranks: None,
+                })
+                .collect();
+            (fields, env, steps)
+        }
+    };
 
     let mut overrides = Vec::new();
     let profile = input.profile;
@@ -442,7 +452,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         .map(|s| crate::plan::placement::Share {
             name: &s.name,
             nodes: s.nodes,
-            one_process: matches!(spec, CaseSpec::Disagg(_)),
+            one_process: matches!(spec, CaseSpec::Disagg(_)) && s.ranks.is_none(),
         })
         .collect();
     let (fitted, notes) = crate::plan::placement::fit(&shares, nodes);
@@ -450,7 +460,14 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
     let steps: Vec<PlannedStep> = steps
         .into_iter()
         .zip(fitted)
-        .map(|(s, nodes)| PlannedStep { nodes, ..s })
+        .map(|(s, nodes)| {
+            // Ranks only across nodes: on one node the engine starts its own workers.
+            let ntasks = match s.ranks {
+                Some(world) if nodes.count > 1 => world,
+                _ => s.ntasks,
+            };
+            PlannedStep { nodes, ntasks, ..s }
+        })
         .collect();
     #[derive(Serialize)]
     struct StepView {
@@ -458,6 +475,8 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         /// ` --nodes=N`, on a multi-node job its node list and ` --overlap`, on GPU clusters
         /// ` --gpus=G`.
         share: String,
+        /// ` --ntasks-per-node=N --mpi=pmix` for a worker's MPI ranks.
+        mpi: String,
         name_q: String,
         log_q: String,
         container: String,
@@ -484,6 +503,13 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
                     String::new()
                 }
             ),
+            mpi: match s.ranks {
+                Some(world) if s.nodes.count > 1 => format!(
+                    " --ntasks-per-node={} --mpi=pmix",
+                    world.div_ceil(s.nodes.count)
+                ),
+                _ => String::new(),
+            },
             name_q: shell_words::quote(&s.name).into_owned(),
             log_q: shell_words::quote(&s.log.display().to_string()).into_owned(),
             container: container.clone(),
@@ -823,13 +849,20 @@ mod tests {
                 "BENCHMARK"
             ]
         );
-        // Each TP8 GEN worker owns 2 of the 9 nodes; servetest runs its server on the first.
-        assert_eq!(p.overrides.len(), 4, "{:?}", p.overrides);
-        assert!(p.overrides[0].starts_with("placement: GEN_0 owns nodes 1-2"));
+        // Each TP8 GEN worker owns 2 of the 9 nodes and runs there as 8 MPI ranks, 4 per node
+        // (TensorRT-LLM's trtllm-llmapi-launch, as upstream's start_worker.sh under srun).
+        assert!(p.overrides.is_empty(), "{:?}", p.overrides);
         assert!(p
             .script
-            .contains("srun --nodes=1 --nodelist=\"$(servetest_nodelist 3 1)\" --overlap --gpus=8 --ntasks=1 --exact --job-name=GEN_1 "),
+            .contains("srun --nodes=2 --nodelist=\"$(servetest_nodelist 3 2)\" --overlap --gpus=8 --ntasks=8 --ntasks-per-node=4 --mpi=pmix --exact --job-name=GEN_1 "),
             "{}", p.script);
+        // CTX_0 (TP4) fits one node: one task, trtllm-serve starts its own workers.
+        assert!(
+            p.script
+                .contains("--gpus=4 --ntasks=1 --exact --job-name=CTX_0 "),
+            "{}",
+            p.script
+        );
         assert!(
             p.script.contains("--job-name=DISAGG_SERVER ")
                 && p.script.contains("servetest_nodelist 1 1")

@@ -32,8 +32,61 @@ fn write_files(launch: &Launch) -> Result<(), String> {
     Ok(())
 }
 
+/// Where this process sits in its SLURM step: the step's node count and this task's rank (1 and 0
+/// outside SLURM, or for a one-task step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRank {
+    pub nodes: u64,
+    pub rank: u64,
+}
+
+impl StepRank {
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> StepRank {
+        let num = |name: &str, default: u64| {
+            get(name)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        StepRank {
+            nodes: num("SLURM_STEP_NUM_NODES", 1).max(1),
+            rank: num("SLURM_PROCID", 0),
+        }
+    }
+
+    /// A rank of a multi-node worker other than the first: it joins rank 0's MPI world and does
+    /// none of the role's bookkeeping (publishing, health, the benchmark's end).
+    pub fn follower(&self) -> bool {
+        self.nodes > 1 && self.rank > 0
+    }
+}
+
+/// A follower rank: the same command as rank 0 (trtllm-llmapi-launch makes it an MPI worker), its
+/// own log beside rank 0's, stopped with the step; its exit status is the step's to see.
+async fn follow(ctx: &RoleContext, command: &CommandSpec, rank: u64) -> Result<(), String> {
+    let log = ctx
+        .server_log(ctx.role)
+        .with_extension(format!("rank{rank}.log"));
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut child = GroupChild::spawn(&ctx.role.to_string(), command, &log)
+        .map_err(|e| format!("{} rank {rank}: failed to start: {e}", ctx.role))?;
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| e.to_string())?,
+        _ = sigterm.recv() => child.terminate(SERVER_GRACE).await.map_err(|e| e.to_string())?,
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} rank {rank} exited with {status} (log {})",
+            ctx.role,
+            log.display()
+        ))
+    }
+}
+
 pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
     let side = ctx.role.side().expect("a worker role");
+    let step = StepRank::from_env(|k| std::env::var(k).ok());
     let config = match side {
         crate::case::name::Side::Ctx => &ctx.spec.worker_config.ctx,
         crate::case::name::Side::Gen => &ctx.spec.worker_config.gen,
@@ -55,6 +108,7 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
         config,
         dir: ctx.rdv.dir(),
         tools: &ctx.tools,
+        nodes: step.nodes,
     })?;
     launch.command.env.extend(env_pairs(
         ctx.spec.environment.worker_env_var.as_deref(),
@@ -89,6 +143,9 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
     }
     if ctx.spec.profiling.nsys_on {
         nsys_wrap(ctx, side, &mut launch.command)?;
+    }
+    if step.follower() {
+        return follow(ctx, &launch.command, step.rank).await;
     }
     let record = RoleRecord {
         role: ctx.role.to_string(),
@@ -326,4 +383,28 @@ fn benchmark_silence(ctx: &RoleContext) -> Option<Duration> {
         .as_secs_f64();
     let silence = Duration::from_secs_f64((now - rec.updated).max(0.0));
     (silence > BENCHMARK_SILENCE).then_some(silence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepRank;
+
+    #[test]
+    fn only_later_ranks_of_a_multi_node_step_follow() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            StepRank::from_env(move |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let outside = env(&[]);
+        assert_eq!(outside, StepRank { nodes: 1, rank: 0 });
+        assert!(!outside.follower());
+        assert!(!env(&[("SLURM_STEP_NUM_NODES", "2"), ("SLURM_PROCID", "0")]).follower());
+        assert!(env(&[("SLURM_STEP_NUM_NODES", "2"), ("SLURM_PROCID", "5")]).follower());
+        // One node: trtllm-serve starts its own workers; no rank is a follower.
+        assert!(!env(&[("SLURM_STEP_NUM_NODES", "1"), ("SLURM_PROCID", "3")]).follower());
+    }
 }

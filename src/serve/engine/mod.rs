@@ -57,6 +57,9 @@ pub struct WorkerLaunch<'a> {
     /// This job's directory: engine config files and a shared KV store go here.
     pub dir: &'a Path,
     pub tools: &'a Tools,
+    /// The nodes this worker's step spans. Over 1, engines that launch across nodes do so (the
+    /// TensorRT-LLM adapter: MPI ranks under `trtllm-llmapi-launch`).
+    pub nodes: u64,
 }
 
 /// A worker as the router sees it.

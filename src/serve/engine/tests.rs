@@ -78,6 +78,10 @@ fn rendered(spec: &crate::case::schema::DisaggSpec, case: &str) -> String {
             config,
             dir: &dir,
             tools: &tools,
+            nodes: config
+                .gpus()
+                .div_ceil(spec.hardware.gpus_per_node.max(1))
+                .max(1),
         })
     };
     let addr = |side: Side, port: u16| WorkerAddr {
@@ -159,6 +163,7 @@ fn vllm_refuses_tensorrt_llm_only_settings_instead_of_dropping_them() {
             config: &trt.worker_config.ctx,
             dir: "/d".as_ref(),
             tools: &tools,
+            nodes: 1,
         })
         .unwrap_err();
     assert!(

@@ -1,6 +1,9 @@
 //! TensorRT-LLM: `trtllm-serve MODEL --backend pytorch --config FILE` per worker, the worker's
 //! `worker_config` written verbatim (typed and pass-through keys) as its extra LLM-API config, and
-//! `trtllm-serve disaggregated -c CONFIG` as the router, as upstream's perf-sanity test does.
+//! `trtllm-serve disaggregated -c CONFIG` as the router, as upstream's perf-sanity test does. A worker
+//! whose step spans several nodes runs as MPI ranks, `trtllm-llmapi-launch trtllm-serve …` on every
+//! rank, as upstream's disaggregated SLURM scripts start it (`start_worker.sh` under
+//! `srun --mpi=pmix --ntasks=<world size> --ntasks-per-node=<GPUs per node>`).
 
 use serde_yaml::{Mapping, Value};
 
@@ -20,6 +23,14 @@ fn servers(addrs: &[super::WorkerAddr]) -> Value {
         .collect();
     m.insert("urls".into(), Value::Sequence(urls));
     Value::Mapping(m)
+}
+
+/// `trtllm-llmapi-launch` beside the configured `trtllm-serve` (one installation), else on PATH.
+fn llmapi_launch(trtllm_serve: &std::path::Path) -> std::path::PathBuf {
+    match trtllm_serve.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("trtllm-llmapi-launch"),
+        _ => "trtllm-llmapi-launch".into(),
+    }
 }
 
 impl Engine for Trtllm {
@@ -63,6 +74,13 @@ impl Engine for Trtllm {
             extra_args: vec!["--config".into(), path.display().to_string()],
         });
         command.program = w.tools.trtllm_serve.clone();
+        if w.nodes > 1 {
+            // Rank 0 serves; the others join its MPI world (trtllm-llmapi-launch decides by rank).
+            command
+                .args
+                .insert(0, command.program.display().to_string());
+            command.program = llmapi_launch(&w.tools.trtllm_serve);
+        }
         command.cwd = Some(w.dir.to_path_buf());
         Ok(Launch {
             command,
