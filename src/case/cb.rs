@@ -435,18 +435,23 @@ fn matrix_value(
 mod tests {
     use super::*;
 
+    /// The trials of a valid output case.
+    fn expanded(text: &str) -> Vec<(String, CbSpec)> {
+        let (spec, v) = load(text, "output", "x");
+        assert!(v.is_empty(), "{v:?}");
+        let Some(CaseSpec::Cb(spec)) = spec else {
+            panic!()
+        };
+        spec.expand()
+    }
+
     const BASE: &str = "max_model_len: 128\nmax_num_seqs: 2\nprompts:\n  - {id: A, len: 40, max_tokens: 4}\n  - {id: B, text: hello, max_tokens: 2, add_step: 1}\n";
 
     #[test]
     fn matrix_expands_to_named_combinations() {
         let text =
             format!("{BASE}logprobs: 3\nmatrix:\n  max_num_seqs: [1, 2]\n  max_tokens: [2, 8]\n");
-        let (spec, v) = load(&text, "output", "x");
-        assert!(v.is_empty(), "{v:?}");
-        let Some(CaseSpec::Cb(spec)) = spec else {
-            panic!()
-        };
-        let all = spec.expand();
+        let all = expanded(&text);
         let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -490,12 +495,7 @@ mod tests {
         let text = format!(
             "{BASE}logprobs: 3\nmatrix:\n  max_tokens: [4, [10, 20]]\n  prompt_len: [[8, 9]]\n"
         );
-        let (spec, v) = load(&text, "output", "x");
-        assert!(v.is_empty(), "{v:?}");
-        let Some(CaseSpec::Cb(spec)) = spec else {
-            panic!()
-        };
-        let all = spec.expand();
+        let all = expanded(&text);
         let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
