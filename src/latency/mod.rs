@@ -249,7 +249,9 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
         }
         if let Some(c) = check.as_ref().filter(|c| (c.bsz, c.seq) == (p.bsz, p.seq)) {
             metrics.insert("bench_latency_avg_ms".into(), c.bench_avg_ms);
-            metrics.insert("forward_share".into(), c.forward_share);
+            if let Some(share) = c.forward_share {
+                metrics.insert("forward_share".into(), share);
+            }
         }
         csv.serialize(&row).map_err(|e| e.to_string())?;
         rows.push(RowOut {
@@ -349,12 +351,18 @@ struct Point {
     #[serde(default)]
     wall_total_ms: Option<f64>,
     #[serde(default)]
+    wall_minus_fwd_ms: Option<f64>,
+    #[serde(default)]
     prefill_profile: Option<String>,
     #[serde(default)]
     decode_profile: Option<String>,
 }
 
-/// `vllm bench latency` on one point, next to the forward-only figures (cross-check.json).
+/// `vllm bench latency` on one point, next to the forward-only figures (cross-check.json). The
+/// two are separate processes at different times, so on a shared machine their ratio is reported,
+/// never asserted (measured in CI: the driver's generate at 587 ms under the other jobs' load, the
+/// bench's at 148 ms right after). What is asserted holds within one process: the forwards timed
+/// inside a generate never add up to more than that generate.
 #[derive(Debug, Serialize)]
 struct CrossCheck {
     bsz: u64,
@@ -364,11 +372,14 @@ struct CrossCheck {
     bench_avg_ms: f64,
     /// prefill forward + (output_len − 1) decode forwards, from the driver.
     forward_sum_ms: f64,
-    /// The driver's own `generate` wall time of the same shape.
+    /// The driver's own `generate` wall time of the same shape (what the bench measures).
     driver_wall_total_ms: Option<f64>,
-    /// bench − forwards: what forward-only leaves out.
-    overhead_ms: f64,
-    forward_share: f64,
+    /// Median over the driver's generates of (wall − the forwards timed inside it).
+    driver_overhead_ms: Option<f64>,
+    /// bench ÷ the driver's generate: 1 when both ran under the same load.
+    bench_over_driver: Option<f64>,
+    /// Forwards ÷ the driver's generate.
+    forward_share: Option<f64>,
     command: String,
 }
 
@@ -463,8 +474,9 @@ fn cross_check(
         bench_avg_ms,
         forward_sum_ms,
         driver_wall_total_ms: p.wall_total_ms,
-        overhead_ms: bench_avg_ms - forward_sum_ms,
-        forward_share: forward_sum_ms / bench_avg_ms,
+        driver_overhead_ms: p.wall_minus_fwd_ms,
+        bench_over_driver: p.wall_total_ms.map(|w| bench_avg_ms / w),
+        forward_share: p.wall_total_ms.map(|w| forward_sum_ms / w),
         command,
     };
     crate::fsutil::write_atomic(
@@ -472,31 +484,34 @@ fn cross_check(
         &serde_json::to_vec_pretty(&c).expect("json"),
     )
     .map_err(|e| e.to_string())?;
+    let ms = |v: Option<f64>| v.map_or("n/a".into(), |w| format!("{w:.2}"));
     println!(
-        "cross-check bsz {} seq {} output {}: vllm bench latency {:.2} ms per generate; forwards \
-         {:.2} ms ({:.0}%); the driver's generate {} ms",
+        "cross-check bsz {} seq {} output {}: vllm bench latency {:.2} ms per generate, the driver's \
+         generate {} ms, of which forwards {:.2} ms",
         c.bsz,
         c.seq,
         c.output_len,
         c.bench_avg_ms,
+        ms(c.driver_wall_total_ms),
         c.forward_sum_ms,
-        c.forward_share * 100.0,
-        c.driver_wall_total_ms
-            .map_or("n/a".into(), |w| format!("{w:.2}"))
     );
     forwards_fit(&c)?;
     Ok(c)
 }
 
 fn forwards_fit(c: &CrossCheck) -> Result<(), String> {
-    if c.forward_sum_ms > c.bench_avg_ms {
-        return Err(format!(
-            "cross-check: the forwards of one generate ({:.2} ms) exceed vllm bench latency's whole \
-             generate ({:.2} ms) at bsz {} seq {}: the forward-only timing is wrong",
-            c.forward_sum_ms, c.bench_avg_ms, c.bsz, c.seq
-        ));
+    match c.driver_overhead_ms {
+        None => Err(format!(
+            "cross-check: the driver reported no wall_minus_fwd_ms at bsz {} seq {}",
+            c.bsz, c.seq
+        )),
+        Some(o) if o < 0.0 => Err(format!(
+            "cross-check: the forwards timed inside a generate add up to {:.2} ms more than the \
+             generate itself at bsz {} seq {}: the forward-only timing is wrong",
+            -o, c.bsz, c.seq
+        )),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 fn run_vllm(
@@ -556,7 +571,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwards_longer_than_the_whole_generate_fail_the_cross_check() {
+    fn forwards_longer_than_their_generate_fail_and_the_bench_is_reported() {
         let mut c = CrossCheck {
             bsz: 1,
             seq: 32,
@@ -564,18 +579,24 @@ mod tests {
             bench_avg_ms: 133.4,
             forward_sum_ms: 51.5,
             driver_wall_total_ms: Some(138.4),
-            overhead_ms: 81.9,
-            forward_share: 0.39,
+            driver_overhead_ms: Some(86.9),
+            bench_over_driver: Some(0.96),
+            forward_share: Some(0.37),
             command: String::new(),
         };
         assert!(forwards_fit(&c).is_ok());
+        // The bench's figure under another load is reported, not judged.
+        c.bench_avg_ms = 20.0;
+        assert!(forwards_fit(&c).is_ok());
         // A driver that timed whole engine steps twice over would report this.
-        c.forward_sum_ms = 140.0;
+        c.driver_overhead_ms = Some(-12.5);
         let e = forwards_fit(&c).unwrap_err();
         assert!(
-            e.contains("exceed vllm bench latency's whole generate (133.40 ms)"),
+            e.contains("add up to 12.50 ms more than the generate itself"),
             "{e}"
         );
+        c.driver_overhead_ms = None;
+        assert!(forwards_fit(&c).is_err());
     }
 
     #[test]
