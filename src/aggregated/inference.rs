@@ -273,15 +273,23 @@ impl Cases {
 }
 
 /// Models an earlier `inference_results.csv` finished: every row of theirs at NORMAL_END
-/// (upstream's `--resume-csv` rule, which does not look at the ratio).
+/// (upstream's `--resume-csv` rule, which does not look at the ratio). Stages this version does not
+/// write (a later upstream's ACCURACY_FAILED, TIMEOUT, …) count as not finished.
 pub fn finished_models(path: &Path) -> Result<HashSet<String>, String> {
+    #[derive(Deserialize)]
+    struct Row {
+        #[serde(rename = "Model")]
+        model: String,
+        #[serde(rename = "Stage")]
+        stage: String,
+    }
     let mut reader =
         csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut all_done: HashMap<String, bool> = HashMap::new();
-    for row in reader.deserialize::<ResultRow>() {
+    for row in reader.deserialize::<Row>() {
         let row = row.map_err(|e| format!("{}: {e}", path.display()))?;
         let done = all_done.entry(row.model.trim().to_owned()).or_insert(true);
-        *done &= row.stage == Stage::NormalEnd;
+        *done &= row.stage.trim() == "NORMAL_END";
     }
     Ok(all_done
         .into_iter()
@@ -315,7 +323,8 @@ mod tests {
              a[tp1pp1dp1],0.0%,NORMAL_END,,/m/a\n\
              b[tp1pp1dp1],0%,STARTING_SERVER,timeout,/m/b\n\
              c[tp1pp1dp1],100.0%,NORMAL_END,,/m/c\n\
-             c[tp1pp1dp1],0%,INFERENCING,HTTP 500,/m/c\n",
+             c[tp1pp1dp1],0%,INFERENCING,HTTP 500,/m/c\n\
+             d[tp1pp1dp1],50%,ACCURACY_FAILED,,/m/d\n",
         )
         .unwrap();
         let done = finished_models(&p).unwrap();
