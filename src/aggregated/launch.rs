@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::case::aggregated::{AggregatedSpec, ModelEntry};
-use crate::case::locate::LineIndex;
 use crate::case::violation::Violation;
 use crate::case::CaseSpec;
 
@@ -107,13 +106,10 @@ fn unwrap_violations(
     key: &str,
     file: &Path,
 ) -> Vec<Violation> {
-    let index = LineIndex::build(wrapped);
     let prefix = format!("{key}.");
     violations.retain(|v| v.key == key || v.key.starts_with(&prefix));
+    crate::case::locate::fill_lines(&mut violations, wrapped);
     for v in &mut violations {
-        if v.line.is_none() {
-            v.line = index.line_of(&v.key);
-        }
         v.line = v.line.map(|l| l.saturating_sub(1).max(1));
         v.key = v.key.strip_prefix(&prefix).unwrap_or("").to_owned();
         v.reason = v.reason.replace(&format!(" {prefix}"), " ");

@@ -374,7 +374,6 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
                 inference::run(kind, &m.name, ctx.cases, &http, &server.base_url, &log).await
             }
         };
-        let passed = outcome.is_ok();
         match outcome {
             Ok(o) => {
                 println!(
@@ -399,17 +398,17 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
                     model: Some(m.name.clone()),
                 });
             }
-            Err(e) => fail_infer(Stage::Inferencing, &e, &mut failures),
-        }
-        if !passed {
-            rows.push(RowOut {
-                concurrency: None,
-                metrics: BTreeMap::from([
-                    ("infer_passed".to_owned(), 0.0),
-                    ("infer_failed".to_owned(), 1.0),
-                ]),
-                model: Some(m.name.clone()),
-            });
+            Err(e) => {
+                fail_infer(Stage::Inferencing, &e, &mut failures);
+                rows.push(RowOut {
+                    concurrency: None,
+                    metrics: BTreeMap::from([
+                        ("infer_passed".to_owned(), 0.0),
+                        ("infer_failed".to_owned(), 1.0),
+                    ]),
+                    model: Some(m.name.clone()),
+                });
+            }
         }
     }
     if !perf_todo.is_empty() {

@@ -7,6 +7,19 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+/// Gives each violation without a line the line its key is written on in `text`; the index is
+/// built only when one needs it.
+pub fn fill_lines(violations: &mut [super::violation::Violation], text: &str) {
+    let unplaced = |v: &super::violation::Violation| v.line.is_none() && !v.key.is_empty();
+    if !violations.iter().any(unplaced) {
+        return;
+    }
+    let index = LineIndex::build(text);
+    for v in violations.iter_mut().filter(|v| unplaced(v)) {
+        v.line = index.line_of(&v.key);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LineIndex {
     lines: HashMap<String, usize>,

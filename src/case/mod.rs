@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use self::locate::LineIndex;
 use self::schema::DisaggSpec;
 use self::violation::Violation;
 
@@ -144,17 +143,7 @@ impl Case {
                 // A UTF-8 byte-order mark is legal YAML (editors on Windows write one).
                 let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
                 let (spec, mut violations) = (family.load)(text, category, &stem);
-                if violations
-                    .iter()
-                    .any(|v| v.line.is_none() && !v.key.is_empty())
-                {
-                    let index = LineIndex::build(text);
-                    for v in &mut violations {
-                        if v.line.is_none() && !v.key.is_empty() {
-                            v.line = index.line_of(&v.key);
-                        }
-                    }
-                }
+                locate::fill_lines(&mut violations, text);
                 (spec, violations)
             }
             Err(e) => (

@@ -163,6 +163,12 @@ pub fn live_members(pgid: i32) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// Runs `cmd` to its end with stdout and stderr in a fresh `log` file.
+pub fn run_to_log(cmd: &mut std::process::Command, log: &Path) -> std::io::Result<ExitStatus> {
+    let out = File::create(log)?;
+    cmd.stdout(out.try_clone()?).stderr(out).status()
+}
+
 /// The last `n` lines of a log file (reads at most the last 256 KiB).
 pub fn log_tail(path: &Path, n: usize) -> String {
     log_tail_from(path, 0, n)

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::case::latency::{compose, grid_points, layer_count, layers_root, LatencySpec, Profile};
 use crate::case::CaseSpec;
-use crate::exec::process::log_tail;
+use crate::exec::process::{log_tail, run_to_log};
 
 /// What every family job step leaves for the harness: one entry per result row.
 pub const ROWS_FILE: &str = "rows.json";
@@ -443,11 +443,7 @@ fn cross_check(
     if let Some(v) = vocab {
         cmd.env("SERVETEST_BENCH_MAX_TOKEN_ID", v.to_string());
     }
-    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let status = cmd
-        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log_file)
-        .status()
+    let status = run_to_log(&mut cmd, &log)
         .map_err(|e| format!("failed to start vllm bench latency: {e}"))?;
     let command = format!("{} {}", python.display(), a.join(" "));
     if !status.success() {
@@ -546,11 +542,7 @@ fn run_vllm(
     let driver = root.join("scripts/latency-driver");
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&driver).arg(&spec_path).arg(&out);
-    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let status = cmd
-        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log_file)
-        .status()
+    let status = run_to_log(&mut cmd, &log)
         .map_err(|e| format!("failed to start {}: {e}", python.display()))?;
     if !status.success() {
         return Err(format!(
