@@ -115,7 +115,7 @@ pub fn main_with_args(
 
 fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
     if args.strict_names {
-        crate::case::name::set_strict(true);
+        crate::disagg::name::set_strict(true);
     }
     if let Some(m) = &args.marker {
         check_marker(m)?;
@@ -162,7 +162,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
     // cb cases drive the engine in-process from their trial: no job, no batch.
     let runnable: Vec<Arc<Case>> = chosen
         .iter()
-        .filter(|c| c.family.name != "cb")
+        .filter(|c| c.family.in_process.is_none())
         .filter(|c| c.is_valid() && c.gpu_ignore_reason(&gpu_type).is_none())
         .filter(|c| {
             let probe = probe(c, false);
@@ -201,12 +201,16 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
             .map(|_| env::output_path().join("junit.xml"))
     });
     let junit = Arc::new(JunitCollector::default());
-    // cb cases need the real engine; without it they are ignored with the install command.
-    let cb_missing = chosen
-        .iter()
-        .any(|c| c.family.name == "cb")
-        .then(|| crate::cb::engine(&crate::env::project_dir()).err())
-        .flatten();
+    // In-process families (cb) need their engine here; without it their trials are ignored with
+    // the reason (the install command), asked once per family.
+    let mut unavailable: std::collections::HashMap<&str, Option<String>> = Default::default();
+    for c in &chosen {
+        if let Some(p) = &c.family.in_process {
+            unavailable
+                .entry(c.family.name)
+                .or_insert_with(p.unavailable);
+        }
+    }
     if !listing {
         let selected = chosen.iter().map(|c| &**c).filter(|c| {
             let ignored = c.gpu_ignore_reason(&gpu_type).is_some();
@@ -224,8 +228,8 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
     for case in chosen {
         // Unsupported GPU: ignored (shown, never dropped); forced runs with --include-ignored
         // still do not execute and say why.
-        let ignored = if case.family.name == "cb" {
-            cb_missing.clone()
+        let ignored = if case.family.in_process.is_some() {
+            unavailable.get(case.family.name).cloned().flatten()
         } else {
             case.gpu_ignore_reason(&gpu_type)
         };
@@ -247,22 +251,21 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
         let is_ignored = ignored.is_some();
         let ctx = context.clone();
         // Perf-sanity cases keep upstream's pytest id in the JUnit report (PERF_TEST_*).
-        let gen_only = matches!(&case.spec, Some(crate::case::CaseSpec::Disagg(d))
-            if d.benchmark.mode == crate::case::schema::BenchmarkMode::GenOnly);
-        let (classname, junit_name) = if case.category == "perf-sanity" {
-            let stem = case.path.file_stem().unwrap_or_default().to_string_lossy();
-            crate::case::testlist::perf_sanity_junit(&stem, gen_only)
-        } else {
-            (
-                format!("{}.{}", case.family.name, case.category),
-                name.clone(),
-            )
-        };
+        let (classname, junit_name) = case
+            .spec
+            .as_deref()
+            .and_then(|s| s.report_id(&case))
+            .unwrap_or_else(|| {
+                (
+                    format!("{}.{}", case.family.name, case.category),
+                    name.clone(),
+                )
+            });
         let trial = probe(&case, is_ignored);
         let runs = !listing && !args.libtest.is_filtered_out(&trial);
         if !args.libtest.is_filtered_out(&trial) {
             will_run += 1;
-            if !is_ignored && case.family.name != "cb" && !EXECUTE {
+            if !is_ignored && case.family.in_process.is_none() && !EXECUTE {
                 validated_only += 1;
             }
         }
@@ -312,7 +315,7 @@ fn run(args: HarnessArgs, caller: Caller) -> Result<ExitCode, String> {
                     }
                     other => other,
                 };
-                if !EXECUTE && case.family.name != "cb" && result.is_ok() {
+                if !EXECUTE && case.family.in_process.is_none() && result.is_ok() {
                     eprintln!("{name}: validated, not executed (build with --features perf)");
                 }
                 let outcome = match &result {
@@ -597,8 +600,8 @@ fn run_case(
             errors.join("\n")
         )));
     }
-    if case.family.name == "cb" {
-        let result = crate::cb::run(case);
+    if let Some(in_process) = &case.family.in_process {
+        let result = (in_process.run)(case);
         crate::history::record_in_process(case, &result);
         let note = result.map_err(Failed::from)?;
         eprintln!("{}: {note}", case.name);

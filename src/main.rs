@@ -268,7 +268,7 @@ fn main() -> ExitCode {
             strict_names,
         } => {
             if strict_names {
-                servetest::case::name::set_strict(true);
+                servetest::disagg::name::set_strict(true);
             }
             let discovery = discover(&default_paths(paths));
             let warnings = discovery.violations().filter(|v| !v.is_error()).count();
@@ -320,7 +320,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Role { case, out, role } => {
-            match servetest::role::main(&case, &out, role.as_deref()) {
+            match servetest::disagg::role::main(&case, &out, role.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::from(1),
             }

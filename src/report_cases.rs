@@ -69,7 +69,7 @@ pub fn loader_overwritten_note<'a>(
     let mut seen: std::collections::BTreeMap<&str, (&str, usize)> = Default::default();
     for case in cases {
         if let Some(spec) = case.disagg() {
-            for (key, instead) in crate::case::validate::loader_overwritten_keys(spec) {
+            for (key, instead) in crate::disagg::validate::loader_overwritten_keys(spec) {
                 seen.entry(key).or_insert((instead, 0)).1 += 1;
             }
         }

@@ -10,10 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::case::schema::DisaggSpec;
-use crate::case::{Case, CaseSpec};
-use crate::check::accuracy;
-use crate::check::logparse::{self, Block};
+use crate::case::Case;
+use crate::check::logparse::Block;
 use crate::exec::job::{JobRecord, JobState};
 use crate::exec::process::log_tail;
 use crate::exec::Executor;
@@ -22,10 +20,10 @@ use crate::plan::profile::ClusterProfile;
 use crate::plan::render::{self, JobPlan, RenderInput};
 use crate::report::baseline::{self, Policy};
 use crate::report::results::{ResultsWriter, Row};
-use crate::role::rendezvous::{Rendezvous, Status};
 
 /// Log lines shown in a failed trial, per file.
-const TAIL: usize = 20;
+/// Lines of each log a failure quotes.
+pub const TAIL: usize = 20;
 
 pub struct RunOptions {
     pub batch_size: usize,
@@ -95,14 +93,15 @@ impl Progress {
 
 /// Whether servetest can execute cases of this family yet.
 pub fn executable(case: &Case) -> Result<(), String> {
-    match &case.spec {
-        Some(CaseSpec::Script(_)) => Ok(()),
-        Some(CaseSpec::Disagg(_) | CaseSpec::Latency(_) | CaseSpec::Aggregated(_)) => Ok(()),
-        Some(CaseSpec::Cb(_)) => Err(format!(
-            "{}: cb cases run in the harness (in-process engine), not as jobs",
-            case.name
+    if case.spec.is_none() {
+        return Err(format!("{}: the case did not load", case.name));
+    }
+    match case.family.in_process {
+        Some(_) => Err(format!(
+            "{}: {} cases run in the harness (in-process engine), not as jobs",
+            case.name, case.family.name
         )),
-        None => Err(format!("{}: the case did not load", case.name)),
+        None => Ok(()),
     }
 }
 
@@ -391,18 +390,19 @@ impl RunContext {
             record.state,
             record.exit_code.as_deref().unwrap_or("?")
         ));
+        let spec = case.spec.as_deref().ok_or("the case did not load")?;
         let verdict = match (
             record.state == JobState::Completed,
-            self.role_status(case, &id),
+            spec.reported_failure(self, case, &id),
         ) {
-            (true, None | Some(Status::Done)) => self.collect_metrics(case, &id),
-            (_, Some(Status::Failed(reason))) => Err(format!(
-                "{}: job {id} ended {}; the benchmark failed: {reason}{}",
+            (true, None) => spec.results(self, case, &id),
+            (_, Some(failure)) => Err(format!(
+                "{}: job {id} ended {}; {failure}{}",
                 case.name,
                 ending(&record),
                 self.tails(case, &id)
             )),
-            (false, _) => Err(format!(
+            (false, None) => Err(format!(
                 "{}: job {id} ended {}{}",
                 case.name,
                 ending(&record),
@@ -445,98 +445,9 @@ impl RunContext {
         }
     }
 
-    /// A disagg job's benchmark status (`None` for other families, or when BENCHMARK never wrote it).
-    fn role_status(&self, case: &Case, id: &str) -> Option<Status> {
-        match &case.spec {
-            Some(CaseSpec::Disagg(_)) => Rendezvous::for_job(&self.case_dir(case), id).status(),
-            _ => None,
-        }
-    }
-
-    /// A disagg case's metrics: one block per benchmarked concurrency, from the benchmark client's
-    /// log, with the case's own pattern (`benchmark.metrics`/`metadata.metrics`) or the default table.
-    fn disagg_metrics(
-        &self,
-        case: &Case,
-        spec: &DisaggSpec,
-        id: &str,
-    ) -> Result<Vec<Block>, String> {
-        let rdv = Rendezvous::for_job(&self.case_dir(case), id);
-        if rdv.status().is_none() {
-            return Err(format!(
-                "{}: job {id} completed but BENCHMARK wrote no status to {}{}",
-                case.name,
-                rdv.dir()
-                    .join(crate::role::rendezvous::STATUS_FILE)
-                    .display(),
-                self.tails(case, id)
-            ));
-        }
-        let accuracy_only = case.category == "accuracy";
-        let mut blocks = if accuracy_only {
-            Vec::new()
-        } else {
-            self.perf_blocks(case, spec, &rdv)?
-        };
-        if accuracy_only || spec.accuracy.enable_accuracy_test {
-            blocks.push(self.judge_accuracy(case, spec, &rdv)?);
-        }
-        Ok(blocks)
-    }
-
-    /// One block per benchmarked concurrency from the client log; a missing concurrency fails.
-    fn perf_blocks(
-        &self,
-        case: &Case,
-        spec: &DisaggSpec,
-        rdv: &Rendezvous,
-    ) -> Result<Vec<Block>, String> {
-        let custom = spec
-            .benchmark
-            .metrics
-            .as_ref()
-            .or(spec.metadata.metrics.as_ref());
-        let log = match custom.and_then(|m| m.log_file.as_deref()) {
-            Some(f) => rdv.dir().join(f),
-            None => rdv.dir().join(crate::role::CLIENT_LOG),
-        };
-        let text = std::fs::read_to_string(&log)
-            .map_err(|e| format!("{}: failed to read {}: {e}", case.name, log.display()))?;
-        let (blocks, what) = match custom
-            .and_then(|m| Some((m.extractor_pattern.as_ref()?, m.metric_names.as_ref()?)))
-        {
-            Some((pattern, names)) => {
-                let re = logparse::compile_custom(pattern).map_err(|e| e.to_string())?;
-                (
-                    logparse::parse_custom(&text, &re, names),
-                    format!("pattern {pattern:?}"),
-                )
-            }
-            None => (
-                logparse::parse_default(&text),
-                "the default summary-line table".to_owned(),
-            ),
-        };
-        let levels = spec.benchmark.concurrency_list.levels();
-        let missing: Vec<String> = levels
-            .iter()
-            .filter(|l| {
-                !blocks
-                    .iter()
-                    .any(|b| b.concurrency == Some(**l) && !b.metrics.is_empty())
-            })
-            .map(u64::to_string)
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "{}: {what} found no metrics for concurrency {} in {}; last {TAIL} lines:\n{}",
-                case.name,
-                missing.join(", "),
-                log.display(),
-                log_tail(&log, TAIL)
-            ));
-        }
-        for b in &blocks {
+    /// Progress lines for the metric blocks a job produced.
+    pub fn note_blocks(&self, case: &Case, blocks: &[Block]) {
+        for b in blocks {
             self.progress.line(&format!(
                 "  {}: concurrency {}: {} metric(s)",
                 case.name,
@@ -544,152 +455,21 @@ impl RunContext {
                 b.metrics.len()
             ));
         }
-        Ok(blocks)
     }
 
-    /// lm-eval's scores (`accuracy.json`) against `metadata.accuracy.datasets`; every verdict is
-    /// printed, any failure fails the trial with task, filter, expected, got, threshold and samples.
-    fn judge_accuracy(
-        &self,
-        case: &Case,
-        spec: &DisaggSpec,
-        rdv: &Rendezvous,
-    ) -> Result<Block, String> {
-        let path = rdv.dir().join(crate::role::ACCURACY_FILE);
-        let doc: serde_json::Value = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| format!("{}: no accuracy scores at {}", case.name, path.display()))?;
-        let scores: Vec<accuracy::Score> = serde_json::from_value(doc["scores"].clone())
-            .map_err(|e| format!("{}: {}: {e}", case.name, path.display()))?;
-        let expected = spec
-            .metadata
-            .accuracy
-            .as_ref()
-            .map(|a| a.datasets.as_slice())
-            .unwrap_or_default();
-        if expected.is_empty() {
-            return Err(format!(
-                "{}: metadata.accuracy.datasets is empty: lm-eval ran but nothing says what to expect",
-                case.name
-            ));
-        }
-        let verdicts: Vec<accuracy::Verdict> = expected
-            .iter()
-            .map(|e| accuracy::judge(e, &scores))
-            .collect();
-        for v in &verdicts {
-            self.progress
-                .line(&format!("  {}: accuracy: {v}", case.name));
-        }
-        let failed: Vec<String> = verdicts
-            .iter()
-            .filter(|v| !v.passed)
-            .map(|v| v.to_string())
-            .collect();
-        if !failed.is_empty() {
-            return Err(format!(
-                "{}: accuracy below expectation:\n{}\n(scores in {})",
-                case.name,
-                failed.join("\n"),
-                path.display()
-            ));
-        }
-        let metrics = scores
-            .iter()
-            .map(|s| (format!("{}/{}/{}", s.task, s.metric, s.filter), s.value))
-            .collect();
-        Ok(Block {
-            concurrency: None,
-            metrics,
-            model: None,
-        })
-    }
-
-    /// Rows a family's job step wrote to `job-<id>/rows.json` (latency points); none fails the trial.
-    fn step_rows(&self, case: &Case, id: &str) -> Result<Vec<Block>, String> {
-        let path = Rendezvous::for_job(&self.case_dir(case), id)
-            .dir()
-            .join(crate::latency::ROWS_FILE);
-        let rows: Vec<crate::latency::RowOut> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                format!(
-                    "{}: job {id} completed but left no results at {}{}",
-                    case.name,
-                    path.display(),
-                    self.tails(case, id)
-                )
-            })?;
-        // Empty is legitimate: a resumed aggregated run with everything already recorded.
-        Ok(rows
-            .into_iter()
-            .map(|r| Block {
-                concurrency: r.concurrency,
-                metrics: r.metrics,
-                model: r.model,
-            })
-            .collect())
-    }
-
-    /// The metrics a case asks for, from its step's log; none found fails the trial.
-    fn collect_metrics(&self, case: &Case, id: &str) -> Result<Vec<Block>, String> {
-        let spec = match &case.spec {
-            Some(CaseSpec::Script(spec)) => spec,
-            Some(CaseSpec::Disagg(spec)) => return self.disagg_metrics(case, spec, id),
-            Some(CaseSpec::Latency(_) | CaseSpec::Aggregated(_)) => {
-                return self.step_rows(case, id)
-            }
-            Some(CaseSpec::Cb(_)) | None => return Ok(Vec::new()),
-        };
-        let Some(m) = &spec.metrics else {
-            return Ok(Vec::new());
-        };
-        let log = self
-            .plans
+    /// A step's log: where the case's plan put it, else `<case dir>/<step>.log`.
+    pub fn step_log(&self, case: &Case, step: &str) -> PathBuf {
+        self.plans
             .lock()
             .unwrap()
             .get(&case.name)
             .and_then(|p| {
                 p.steps
                     .iter()
-                    .find(|s| s.name == m.step)
+                    .find(|s| s.name == step)
                     .map(|s| s.log.clone())
             })
-            .unwrap_or_else(|| self.case_dir(case).join(format!("{}.log", m.step)));
-        let text = std::fs::read_to_string(&log)
-            .map_err(|e| format!("{}: failed to read {}: {e}", case.name, log.display()))?;
-        let (blocks, what) = match (&m.extractor_pattern, &m.metric_names) {
-            (Some(pattern), Some(names)) => {
-                let re = logparse::compile_custom(pattern).map_err(|e| e.to_string())?;
-                (
-                    logparse::parse_custom(&text, &re, names),
-                    format!("pattern {pattern:?}"),
-                )
-            }
-            _ => (
-                logparse::parse_default(&text),
-                "the default summary-line table".to_owned(),
-            ),
-        };
-        if blocks.iter().all(|b| b.metrics.is_empty()) {
-            return Err(format!(
-                "{}: {what} found no metric in {}; last {TAIL} lines:\n{}",
-                case.name,
-                log.display(),
-                log_tail(&log, TAIL)
-            ));
-        }
-        for b in &blocks {
-            self.progress.line(&format!(
-                "  {}: concurrency {}: {} metric(s)",
-                case.name,
-                b.concurrency.map_or("-".to_owned(), |c| c.to_string()),
-                b.metrics.len()
-            ));
-        }
-        Ok(blocks)
+            .unwrap_or_else(|| self.case_dir(case).join(format!("{step}.log")))
     }
 
     /// Records a failed trial's reason in the results history (the store masks it).
@@ -822,42 +602,17 @@ impl RunContext {
             .map(|d| format!(" for {}s", d.as_secs()))
             .unwrap_or_default();
         let job = self.case_dir(case).join(format!("job-{}", r.id));
-        let mut roles: Vec<String> = std::fs::read_dir(&job)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let role = name.strip_suffix(".json")?;
-                if !role
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                {
-                    return None;
-                }
-                let doc: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-                Some(format!("{role} {}", doc["state"].as_str()?))
-            })
-            .collect();
-        roles.sort();
-        let done = std::fs::read_to_string(job.join(crate::role::benchmark::CLIENT_LOG))
-            .map(|log| log.matches("Benchmark with concurrency").count())
-            .unwrap_or(0);
         let mut line = format!(
             "  heartbeat: {}: job {} {}{elapsed}",
             case.name, r.id, r.state
         );
-        if !roles.is_empty() {
-            line.push_str(&format!("; roles: {}", roles.join(", ")));
-        }
-        if done > 0 {
-            line.push_str(&format!("; {done} concurrency level(s) benchmarked"));
+        if let Some(note) = case.spec.as_deref().and_then(|s| s.progress(&job)) {
+            line.push_str(&format!("; {note}"));
         }
         line
     }
 
-    fn case_dir(&self, case: &Case) -> PathBuf {
+    pub fn case_dir(&self, case: &Case) -> PathBuf {
         self.opts.out_root.join(&case.name)
     }
 
@@ -890,8 +645,8 @@ impl RunContext {
         }
     }
 
-    /// The last lines of the job's SLURM output and of every step log.
-    fn tails(&self, case: &Case, id: &str) -> String {
+    /// The last lines of the job's SLURM output and of every step log, for failure messages.
+    pub fn tails(&self, case: &Case, id: &str) -> String {
         let mut files: Vec<PathBuf> = Vec::new();
         if let Some(plan) = self.plans.lock().unwrap().get(&case.name) {
             files.push(PathBuf::from(

@@ -80,28 +80,10 @@ pub fn mask_secret_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>
 /// Every environment value `case` supplies (script `environment`, disagg `worker_env_var`,
 /// `server_env_var` and `accuracy.env_var`, aggregated `extra_env`), as (name, value).
 pub fn case_environment(case: &crate::case::Case) -> Vec<(String, String)> {
-    use crate::case::validate::parse_env_assignments;
-    use crate::case::CaseSpec;
-    let mut out: Vec<(String, String)> = Vec::new();
-    match &case.spec {
-        Some(CaseSpec::Script(s)) => out.extend(s.environment.clone()),
-        Some(CaseSpec::Disagg(s)) => {
-            for text in [&s.environment.worker_env_var, &s.environment.server_env_var]
-                .into_iter()
-                .flatten()
-            {
-                out.extend(parse_env_assignments(text).unwrap_or_default());
-            }
-            out.extend(s.accuracy.env_var.clone());
-        }
-        Some(CaseSpec::Aggregated(s)) => {
-            for m in &s.models {
-                out.extend(m.extra_env.clone());
-            }
-        }
-        _ => {}
-    }
-    out
+    case.spec
+        .as_deref()
+        .map(|s| s.environment())
+        .unwrap_or_default()
 }
 
 /// Masks the secret-named values `case` supplies.

@@ -752,7 +752,7 @@ fn upstream_batched_test_configs_load_unchanged() {
         ("bench_2.json", 3),
         ("bench_high.json", 16),
     ] {
-        let p = servetest::case::aggregated::read_bench_params(Path::new(&format!(
+        let p = servetest::aggregated::case::read_bench_params(Path::new(&format!(
             "{dir}/bench_params/{file}"
         )))
         .unwrap();

@@ -261,16 +261,16 @@ proptest! {
 
     #[test]
     fn small_grammars(text in "\\PC{0,40}") {
-        let _ = servetest::case::validate::parse_slurm_time(&text);
-        if let Ok(pairs) = servetest::case::validate::parse_env_assignments(&text) {
+        let _ = servetest::case::common::parse_slurm_time(&text);
+        if let Ok(pairs) = servetest::case::common::parse_env_assignments(&text) {
             for (k, _) in pairs {
                 prop_assert!(!k.is_empty());
             }
         }
-        if let Ok((b, s)) = servetest::case::latency::parse_grid(&text) {
+        if let Ok((b, s)) = servetest::latency::case::parse_grid(&text) {
             prop_assert!(b.iter().chain(&s).all(|v| *v > 0));
         }
-        let _ = servetest::case::latency::layer_count(&text);
+        let _ = servetest::latency::case::layer_count(&text);
     }
 
     #[test]
@@ -281,7 +281,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("benchmark_status.txt"), &status).unwrap();
         std::fs::write(dir.path().join("CTX_0.json"), &status).unwrap();
-        let r = servetest::role::rendezvous::Rendezvous::new(dir.path());
+        let r = servetest::disagg::role::rendezvous::Rendezvous::new(dir.path());
         prop_assert!(r.status().is_some());
         let _ = r.read("CTX_0");
     }

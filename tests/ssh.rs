@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use servetest::aggregated::cluster::Node;
 
 mod common;
-use servetest::case::aggregated::{AuthType, ClusterNode, RayNode, SshTarget};
+use servetest::aggregated::case::{AuthType, ClusterNode, RayNode, SshTarget};
 
 fn env(name: &str) -> String {
     std::env::var(name)

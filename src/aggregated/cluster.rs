@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::case::aggregated::{AuthType, ClusterNode};
+use crate::aggregated::case::{AuthType, ClusterNode};
 
 /// Where Ray's head listens on the first node.
 pub const RAY_PORT: u16 = 6379;
@@ -290,7 +290,7 @@ pub fn release(nodes: &[Node], ray: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::aggregated::{RayNode, SshTarget};
+    use crate::aggregated::case::{RayNode, SshTarget};
 
     fn node(auth: AuthType) -> ClusterNode {
         ClusterNode {

@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::case::aggregated::{AggregatedSpec, ModelEntry};
+use super::case::{AggregatedSpec, ModelEntry};
 use crate::case::violation::Violation;
-use crate::case::CaseSpec;
 
 /// Upstream's `--gpus` default: models needing other device counts are skipped unless named.
 const DEFAULT_GPUS: &[u64] = &[1, 2, 4, 8];
@@ -135,7 +134,7 @@ pub fn load(a: &LaunchArgs, root: &Path) -> Result<(AggregatedSpec, serde_yaml::
         section("models", text),
         a.infer
     );
-    let (spec, violations) = crate::case::aggregated::load(&wrapped, "perf", "");
+    let (spec, violations) = super::case::load(&wrapped, "perf", "");
     let mut all = unwrap_violations(violations, &wrapped, "models", &model_config);
     let cluster = match &a.cluster_config {
         None => None,
@@ -146,12 +145,9 @@ pub fn load(a: &LaunchArgs, root: &Path) -> Result<(AggregatedSpec, serde_yaml::
                 "{}models: [{{name: m, model_path: m, infer_type: [text-only]}}]\nslurm: {{job_time: '00:00:00'}}\n",
                 section("cluster", &text)
             );
-            let (spec, violations) = crate::case::aggregated::load(&wrapped, "perf", "");
+            let (spec, violations) = super::case::load(&wrapped, "perf", "");
             all.extend(unwrap_violations(violations, &wrapped, "cluster", path));
-            match spec {
-                Some(CaseSpec::Aggregated(s)) => s.cluster,
-                _ => None,
-            }
+            spec.and_then(|s| s.downcast::<AggregatedSpec>()?.cluster.clone())
         }
     };
     for w in all.iter().filter(|v| !v.is_error()) {
@@ -165,7 +161,7 @@ pub fn load(a: &LaunchArgs, root: &Path) -> Result<(AggregatedSpec, serde_yaml::
     if !errors.is_empty() {
         return Err(format!("invalid configuration:\n{}", errors.join("\n")));
     }
-    let Some(CaseSpec::Aggregated(mut spec)) = spec else {
+    let Some(mut spec) = spec.and_then(|s| s.downcast::<AggregatedSpec>().cloned()) else {
         return Err(format!("{}: not a model list", model_config.display()));
     };
     let default_case = |p: &Option<PathBuf>, name: &str| {
@@ -180,7 +176,7 @@ pub fn load(a: &LaunchArgs, root: &Path) -> Result<(AggregatedSpec, serde_yaml::
     spec.perf = a.perf;
     spec.cluster = cluster;
     spec.gpus_per_node = a.gpus_per_node;
-    Ok((*spec, raw))
+    Ok((spec, raw))
 }
 
 /// The models `--gpus` and `--tag` keep, with their indices in the model config.

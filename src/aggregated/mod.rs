@@ -15,6 +15,7 @@
 //! `--resume-csv FILE` (or `SERVETEST_RESUME_CSV`): an `inference_results.csv` skips the models
 //! whose rows all ended normally (upstream's rule); a sweep's `summary.csv` skips its combinations.
 
+pub mod case;
 pub mod cluster;
 pub mod inference;
 pub mod launch;
@@ -24,16 +25,76 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::case::aggregated::{
-    read_bench_params, AggregatedSpec, BenchPoint, ModelEntry, SWAP_SPACE_DEFAULT,
-};
-use crate::case::CaseSpec;
-use crate::latency::{job_dir, RowOut, ROWS_FILE};
+use crate::check::logparse::Block;
+use crate::family::step::{job_dir, RowOut, ROWS_FILE};
+use crate::family::{Family, Spec};
+use crate::plan::render::{JobParts, JobSite, SlurmFields};
+use crate::run::RunContext;
 use crate::serve::engine::{default_python, ServeSpec, Vllm};
 use crate::serve::server::{free_port, Server};
+use case::{read_bench_params, AggregatedSpec, BenchPoint, ModelEntry, SWAP_SPACE_DEFAULT};
 use inference::{Cases, ResultRow, Stage};
 
 pub const RESUME_CSV_ENV: &str = "SERVETEST_RESUME_CSV";
+
+pub static FAMILY: Family = Family {
+    name: "aggregated",
+    categories: &["perf"],
+    load: case::load,
+    in_process: None,
+};
+
+impl Spec for AggregatedSpec {
+    fn model(&self) -> Option<&str> {
+        self.models.first().map(|m| m.name.as_str())
+    }
+
+    fn supported_gpus(&self) -> Option<&[String]> {
+        self.supported_gpus.as_deref()
+    }
+
+    /// The largest model's devices: models are served one after another.
+    fn total_gpus(&self) -> u64 {
+        self.models
+            .iter()
+            .map(ModelEntry::devices)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn environment(&self) -> Vec<(String, String)> {
+        self.models
+            .iter()
+            .flat_map(|m| m.extra_env.clone())
+            .collect()
+    }
+
+    /// One `servetest aggregated run` step; the largest model sets the allocation (nodes =
+    /// tp·pp·dp / GPUs per node).
+    fn job(&self, site: &JobSite) -> Result<JobParts, (String, String)> {
+        let devices = self.total_gpus();
+        let nodes = devices.div_ceil(self.gpus_per_node.max(1)).max(1);
+        Ok(JobParts {
+            fields: SlurmFields::from_script(&self.slurm, nodes, self.gpus_per_node),
+            env: Vec::new(),
+            steps: vec![crate::family::step::planned(
+                "aggregated",
+                site,
+                devices.min(self.gpus_per_node),
+            )],
+            serving_roles: false,
+        })
+    }
+
+    fn results(
+        &self,
+        run: &RunContext,
+        case: &crate::case::Case,
+        job: &str,
+    ) -> Result<Vec<Block>, String> {
+        crate::family::step::rows(run, case, job)
+    }
+}
 
 /// What an earlier run already did.
 #[derive(Debug, Default)]
@@ -80,7 +141,7 @@ fn stamp(fmt: &str) -> String {
 pub fn run(case_path: &Path, out: &Path, resume_csvs: &[PathBuf]) -> Result<(), String> {
     let case = crate::case::Case::load_file(case_path)?;
     crate::secrets::mask_case(&case);
-    let Some(CaseSpec::Aggregated(spec)) = &case.spec else {
+    let Some(spec) = case.spec_of::<AggregatedSpec>() else {
         return Err(format!("{}: not an aggregated case", case_path.display()));
     };
     let opts = RunOptions {

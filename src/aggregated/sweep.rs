@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::case::aggregated::{BenchPoint, ModelEntry};
+use crate::aggregated::case::{BenchPoint, ModelEntry};
 
 /// Metrics kept for the run's rows (means over a combination's runs).
 const ROW_METRICS: &[&str] = &[

@@ -1,106 +1,19 @@
 //! Cases: the YAML files under `test_configs/{family}/{category}/`, typed, validated and named.
 
-pub mod aggregated;
-pub mod cb;
+pub mod common;
 pub mod discover;
-pub mod latency;
 pub mod load;
 pub mod locate;
-pub mod name;
-pub mod schema;
-pub mod script;
 pub mod select;
 pub mod testlist;
-pub mod validate;
 pub mod violation;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde::Serialize;
+pub use crate::family::{family, Family, Loaded, Spec, FAMILIES};
 
-use self::schema::DisaggSpec;
 use self::violation::Violation;
-
-/// What a family's loader returns: the spec when it deserialized, and every violation.
-pub type Loaded = (Option<CaseSpec>, Vec<Violation>);
-type LoadFn = fn(text: &str, category: &str, stem: &str) -> Loaded;
-
-/// A family of cases: how its files are loaded and which categories it has. Adding a family (cb,
-/// aggregated, latency) means adding an entry to `FAMILIES` with its own schema and loader.
-pub struct Family {
-    pub name: &'static str,
-    pub categories: &'static [&'static str],
-    load: LoadFn,
-}
-
-impl std::fmt::Debug for Family {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
-}
-
-/// Categories of the disagg/wideep families. `perf-sanity` and `stress` exist upstream and run like
-/// `perf`; any other directory name is an error (a typo must not silently create a new category).
-const DISAGG_CATEGORIES: &[&str] = &["perf", "accuracy", "perf-sanity", "stress"];
-
-pub static FAMILIES: &[Family] = &[
-    Family {
-        name: "disagg",
-        categories: DISAGG_CATEGORIES,
-        load: load_disagg,
-    },
-    Family {
-        name: "wideep",
-        categories: DISAGG_CATEGORIES,
-        load: load_disagg,
-    },
-    Family {
-        name: "script",
-        categories: &["perf", "accuracy"],
-        load: script::load,
-    },
-    Family {
-        name: "aggregated",
-        categories: &["perf"],
-        load: aggregated::load,
-    },
-    Family {
-        name: "latency",
-        categories: &["perf"],
-        load: latency::load,
-    },
-    Family {
-        name: "cb",
-        categories: &["steps", "output"],
-        load: cb::load,
-    },
-];
-
-pub fn family(name: &str) -> Option<&'static Family> {
-    FAMILIES.iter().find(|f| f.name == name)
-}
-
-fn load_disagg(text: &str, category: &str, stem: &str) -> Loaded {
-    let (spec, mut violations) =
-        load::parse_spec_sections::<DisaggSpec>(text, schema::known_fields, schema::SECTIONS);
-    let Some(spec) = spec else {
-        return (None, violations);
-    };
-    violations.extend(validate::validate(&spec, category));
-    violations.extend(name::check(stem, &spec, name::strict()));
-    (Some(CaseSpec::Disagg(Box::new(spec))), violations)
-}
-
-/// The typed content of a case, one variant per schema.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum CaseSpec {
-    Disagg(Box<DisaggSpec>),
-    Script(Box<script::ScriptSpec>),
-    Cb(Box<cb::CbSpec>),
-    Latency(Box<latency::LatencySpec>),
-    Aggregated(Box<aggregated::AggregatedSpec>),
-}
 
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -110,7 +23,7 @@ pub struct Case {
     pub category: String,
     pub path: PathBuf,
     /// `None` when the file did not deserialize (see `violations`).
-    pub spec: Option<CaseSpec>,
+    pub spec: Option<Arc<dyn Spec>>,
     /// Errors and warnings, each with file and line.
     pub violations: Vec<Violation>,
 }
@@ -195,60 +108,31 @@ impl Case {
         Ok(case)
     }
 
-    /// The libtest-mimic kind shown as `[kind]`: the category, `cb` for the cb family.
+    /// The libtest-mimic kind shown as `[kind]`: the category; the family's name for families that
+    /// run in the harness process (cb), whose categories say what they compare.
     pub fn kind(&self) -> &str {
-        if self.family.name == "cb" {
-            "cb"
+        if self.family.in_process.is_some() {
+            self.family.name
         } else {
             &self.category
         }
     }
 
-    /// A cb case with a `matrix:` (or under `SERVETEST_CB_MODELS`) becomes one case per combination,
-    /// named `<name>[key=value,…]`; every other case is itself.
+    /// A case whose family expands it (cb: `matrix:`, `SERVETEST_CB_MODELS`) becomes one case per
+    /// variant, named `<name>[key=value,…]`; every other case is itself.
     pub fn expand(self) -> Vec<Case> {
-        let Some(CaseSpec::Cb(spec)) = &self.spec else {
-            return vec![self];
+        let variants = match &self.spec {
+            Some(spec) if self.is_valid() => spec.variants(),
+            _ => Vec::new(),
         };
-        if !self.is_valid() {
+        if variants.is_empty() {
             return vec![self];
         }
-        let models: Vec<String> = std::env::var(crate::cb::MODELS_ENV)
-            .ok()
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for (suffix, variant) in spec.expand() {
-            if models.is_empty() {
-                out.push((suffix, variant));
-                continue;
-            }
-            for m in &models {
-                let mut v = variant.clone();
-                v.model = m.clone();
-                let label = std::path::Path::new(m)
-                    .file_name()
-                    .map_or(m.clone(), |f| f.to_string_lossy().into_owned());
-                let suffix = match suffix.strip_suffix(']') {
-                    Some(open) => format!("{open},model={label}]"),
-                    None => format!("[model={label}]"),
-                };
-                out.push((suffix, v));
-            }
-        }
-        if out.len() == 1 && out[0].0.is_empty() {
-            return vec![self];
-        }
-        out.into_iter()
+        variants
+            .into_iter()
             .map(|(suffix, variant)| Case {
                 name: format!("{}{suffix}", self.name),
-                spec: Some(CaseSpec::Cb(Box::new(variant))),
+                spec: Some(variant),
                 ..self.clone()
             })
             .collect()
@@ -262,31 +146,23 @@ impl Case {
         self.errors().next().is_none()
     }
 
-    pub fn disagg(&self) -> Option<&DisaggSpec> {
-        match &self.spec {
-            Some(CaseSpec::Disagg(s)) => Some(s),
-            _ => None,
-        }
+    /// The spec as its family's own type (`None` for another family's case, or one that did not
+    /// load).
+    pub fn spec_of<T: Spec>(&self) -> Option<&T> {
+        self.spec.as_deref()?.downcast::<T>()
+    }
+
+    pub fn disagg(&self) -> Option<&crate::disagg::schema::DisaggSpec> {
+        self.spec_of()
     }
 
     pub fn model(&self) -> Option<&str> {
-        match &self.spec {
-            Some(CaseSpec::Cb(s)) => Some(s.model.as_str()),
-            Some(CaseSpec::Latency(s)) => Some(s.model.as_str()),
-            Some(CaseSpec::Aggregated(s)) => s.models.first().map(|m| m.name.as_str()),
-            _ => self.disagg().map(|s| s.metadata.model_name.as_str()),
-        }
+        self.spec.as_deref()?.model()
     }
 
     /// `None`: the case runs on any GPU type.
     pub fn supported_gpus(&self) -> Option<&[String]> {
-        match &self.spec {
-            Some(CaseSpec::Disagg(s)) => s.metadata.supported_gpus.as_deref(),
-            Some(CaseSpec::Script(s)) => s.metadata.supported_gpus.as_deref(),
-            Some(CaseSpec::Latency(s)) => s.supported_gpus.as_deref(),
-            Some(CaseSpec::Aggregated(s)) => s.supported_gpus.as_deref(),
-            Some(CaseSpec::Cb(_)) | None => None,
-        }
+        self.spec.as_deref()?.supported_gpus()
     }
 
     /// Why this case cannot run on `gpu_type`, if it cannot.
@@ -308,19 +184,9 @@ impl Case {
         }
     }
 
-    /// Total GPUs one job of this case occupies (all ctx and gen workers).
+    /// Total GPUs one job of this case occupies (all ctx and gen workers of a disagg case).
     pub fn total_gpus(&self) -> Option<u64> {
-        if let Some(CaseSpec::Script(_) | CaseSpec::Cb(_) | CaseSpec::Latency(_)) = &self.spec {
-            return Some(0);
-        }
-        if let Some(CaseSpec::Aggregated(s)) = &self.spec {
-            return s.models.iter().map(|m| m.devices()).max();
-        }
-        let s = self.disagg()?;
-        Some(
-            s.hardware.num_ctx_servers * s.worker_config.ctx.gpus()
-                + s.hardware.num_gen_servers * s.worker_config.gen.gpus(),
-        )
+        Some(self.spec.as_deref()?.total_gpus())
     }
 }
 
@@ -331,6 +197,8 @@ mod fixture_tests {
     //! (`# expect-warning: …`). Removing a rule makes its fixture fail; so does a new, unexpected error.
     use super::*;
     use crate::case::violation::Severity;
+    use crate::disagg::schema::{self, DisaggSpec};
+    use crate::disagg::{name, validate};
 
     fn expectations(text: &str, tag: &str) -> Vec<(String, String)> {
         text.lines()

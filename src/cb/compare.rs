@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::case::cb::{CbSpec, StepRow};
+use super::case::{CbSpec, StepRow};
 
 /// One line of the driver's step trace.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -316,10 +316,8 @@ mod tests {
 
     fn spec() -> CbSpec {
         let text = "max_model_len: 128\nmax_num_seqs: 2\nprompts:\n  - {id: A, len: 40, max_tokens: 2}\n  - {id: B, len: 10, max_tokens: 1, add_step: 1}\nsteps:\n  - {step: 0}\n";
-        match crate::case::cb::load(text, "steps", "x").0 {
-            Some(crate::case::CaseSpec::Cb(s)) => *s,
-            _ => panic!(),
-        }
+        let spec = crate::cb::case::load(text, "steps", "x").0.expect("loads");
+        spec.downcast::<CbSpec>().expect("a cb spec").clone()
     }
 
     fn trace(dir: &Path) -> std::path::PathBuf {

@@ -13,9 +13,81 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::case::cb::CbSpec;
-use crate::case::{Case, CaseSpec};
+pub mod case;
+
+use std::sync::Arc;
+
+use crate::case::Case;
+use crate::check::logparse::Block;
 use crate::exec::process::log_tail;
+use crate::family::{Family, InProcess, Spec};
+use crate::plan::render::{JobParts, JobSite};
+use crate::run::RunContext;
+use case::CbSpec;
+
+pub static FAMILY: Family = Family {
+    name: "cb",
+    categories: &["steps", "output"],
+    load: case::load,
+    in_process: Some(InProcess {
+        unavailable: || engine(&crate::env::project_dir()).err(),
+        run,
+    }),
+};
+
+impl Spec for CbSpec {
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+
+    fn job(&self, _site: &JobSite) -> Result<JobParts, (String, String)> {
+        Err((
+            "family".into(),
+            "cb cases drive the engine in-process from the harness; they have no job script".into(),
+        ))
+    }
+
+    fn results(&self, _run: &RunContext, _case: &Case, _job: &str) -> Result<Vec<Block>, String> {
+        Ok(Vec::new())
+    }
+
+    /// One case per `matrix:` combination, and per model under `SERVETEST_CB_MODELS`.
+    fn variants(&self) -> Vec<(String, Arc<dyn Spec>)> {
+        let models: Vec<String> = std::env::var(MODELS_ENV)
+            .ok()
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out: Vec<(String, Arc<dyn Spec>)> = Vec::new();
+        for (suffix, variant) in self.expand() {
+            if models.is_empty() {
+                out.push((suffix, Arc::new(variant)));
+                continue;
+            }
+            for m in &models {
+                let mut v = variant.clone();
+                v.model = m.clone();
+                let label = std::path::Path::new(m)
+                    .file_name()
+                    .map_or(m.clone(), |f| f.to_string_lossy().into_owned());
+                let suffix = match suffix.strip_suffix(']') {
+                    Some(open) => format!("{open},model={label}]"),
+                    None => format!("[model={label}]"),
+                };
+                out.push((suffix, Arc::new(v)));
+            }
+        }
+        if out.len() == 1 && out[0].0.is_empty() {
+            return Vec::new();
+        }
+        out
+    }
+}
 
 /// Overrides the model of every cb case: comma-separated model directories (or `tiny`), one trial
 /// per model — servetest's `VLLM_SPYRE_TEST_MODEL_LIST`.
@@ -67,7 +139,7 @@ pub fn case_dir(case: &str) -> PathBuf {
 
 /// Runs one cb case; `Ok(note)` carries what a passing case reports (worst deviation, steps).
 pub fn run(case: &Case) -> Result<String, String> {
-    let Some(CaseSpec::Cb(spec)) = &case.spec else {
+    let Some(spec) = case.spec_of::<CbSpec>() else {
         return Err(format!("{}: not a cb case", case.name));
     };
     let root = crate::env::project_dir();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::case::schema::{DatasetThreshold, ThresholdType};
+use crate::disagg::schema::{DatasetThreshold, ThresholdType};
 
 /// One score from lm-eval: `results[task]["<metric>,<filter>"]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

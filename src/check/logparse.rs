@@ -104,6 +104,27 @@ pub fn parse_default(text: &str) -> Vec<Block> {
     blocks
 }
 
+/// A log's metric blocks, with a case's own pattern and names or the default summary-line table,
+/// and the words that say which was used (for "found no metric" errors).
+pub fn parse_with(
+    text: &str,
+    pattern: Option<(&str, &[String])>,
+) -> Result<(Vec<Block>, String), String> {
+    Ok(match pattern {
+        Some((pattern, names)) => {
+            let re = compile_custom(pattern).map_err(|e| e.to_string())?;
+            (
+                parse_custom(text, &re, names),
+                format!("pattern {pattern:?}"),
+            )
+        }
+        None => (
+            parse_default(text),
+            "the default summary-line table".to_owned(),
+        ),
+    })
+}
+
 /// Compiles a case's `extractor_pattern`. Multi-line patterns are upstream's verbose style
 /// (`^.*?Median\ TTFT\ \(ms\):\s+([0-9.]+).*?$\n …`): whitespace in them is ignored; one-line
 /// patterns match literally. `^`/`$` match at line breaks in both.

@@ -239,7 +239,7 @@ fn target_host(url: &str) -> Result<String, String> {
 }
 
 fn parse_levels(text: &str) -> Result<Vec<usize>, String> {
-    servetest::case::schema::split_levels(text)
+    servetest::disagg::schema::split_levels(text)
         .into_iter()
         .map(|s| {
             s.parse()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use servetest::case::cb::{CbSpec, Prompt};
+use servetest::cb::case::{CbSpec, Prompt};
 
 #[derive(Args, Debug)]
 pub struct CbRunArgs {

@@ -3,32 +3,57 @@
 //! grid (vLLM: `scripts/latency-driver`; SGLang: `sglang.bench_one_batch`), adds FLOPs and MFU, and
 //! writes `latency.csv` plus `rows.json` (what the harness records) into `<out>/job-<id>/`.
 
+pub mod case;
 pub mod mfu;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::case::latency::{compose, grid_points, layer_count, layers_root, LatencySpec, Profile};
-use crate::case::CaseSpec;
+use crate::case::common::ScriptSlurm;
+use crate::check::logparse::Block;
 use crate::exec::process::{log_tail, run_to_log};
+use crate::family::step::{job_dir, RowOut, ROWS_FILE};
+use crate::family::{Family, Spec};
+use crate::plan::render::{JobParts, JobSite, SlurmFields};
+use crate::run::RunContext;
+use case::{compose, grid_points, layer_count, layers_root, LatencySpec, Profile};
 
-/// What every family job step leaves for the harness: one entry per result row.
-pub const ROWS_FILE: &str = "rows.json";
+pub static FAMILY: Family = Family {
+    name: "latency",
+    categories: &["perf"],
+    load: case::load,
+    in_process: None,
+};
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct RowOut {
-    pub concurrency: Option<u64>,
-    pub metrics: std::collections::BTreeMap<String, f64>,
-    /// The model this row measured, when the case serves several (aggregated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
+impl Spec for LatencySpec {
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
 
-pub fn job_dir(out: &Path) -> PathBuf {
-    crate::role::rendezvous::Rendezvous::for_this_job(out)
-        .dir()
-        .to_path_buf()
+    fn supported_gpus(&self) -> Option<&[String]> {
+        self.supported_gpus.as_deref()
+    }
+
+    /// One `servetest latency run` step on one node.
+    fn job(&self, site: &JobSite) -> Result<JobParts, (String, String)> {
+        let slurm: &ScriptSlurm = &self.slurm;
+        Ok(JobParts {
+            fields: SlurmFields::from_script(slurm, 1, 0),
+            env: Vec::new(),
+            steps: vec![crate::family::step::planned("latency", site, 0)],
+            serving_roles: false,
+        })
+    }
+
+    fn results(
+        &self,
+        run: &RunContext,
+        case: &crate::case::Case,
+        job: &str,
+    ) -> Result<Vec<Block>, String> {
+        crate::family::step::rows(run, case, job)
+    }
 }
 
 /// A copy of the model directory with `num_hidden_layers` set to `layers` (files linked, not copied).
@@ -78,7 +103,7 @@ struct CsvRow<'a> {
 
 pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
     let case = crate::case::Case::load_file(case_path)?;
-    let Some(CaseSpec::Latency(spec)) = &case.spec else {
+    let Some(spec) = case.spec_of::<LatencySpec>() else {
         return Err(format!("{}: not a latency case", case_path.display()));
     };
     let root = crate::env::project_dir();

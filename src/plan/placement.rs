@@ -10,8 +10,8 @@
 //! The job script turns an index range into host names with `scontrol show hostnames`; a cluster
 //! profile that caps the node count folds ranges onto the nodes it allows.
 
-use crate::case::schema::DisaggSpec;
-use crate::role::Role;
+use crate::disagg::role::Role;
+use crate::disagg::schema::DisaggSpec;
 
 /// A step's nodes: indices `first .. first + count` of the allocation's sorted node list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,15 +120,14 @@ pub fn disagg(spec: &DisaggSpec) -> (Vec<(Role, Nodes)>, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{family, Case, CaseSpec};
+    use crate::case::{family, Case};
 
     fn spec(file: &str) -> DisaggSpec {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let case = Case::load(&root.join(file), family("disagg").unwrap(), "perf");
-        match case.spec {
-            Some(CaseSpec::Disagg(s)) => *s,
-            _ => panic!("{file} did not load"),
-        }
+        case.disagg()
+            .unwrap_or_else(|| panic!("{file} did not load"))
+            .clone()
     }
 
     #[test]

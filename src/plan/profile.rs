@@ -82,7 +82,7 @@ impl ClusterProfile {
                 .map_err(|r| invalid(format!("serve_host: {r}")))?;
         }
         if let Some(t) = &profile.time_limit {
-            crate::case::validate::parse_slurm_time(t).map_err(|reason| ProfileError::Invalid {
+            crate::case::common::parse_slurm_time(t).map_err(|reason| ProfileError::Invalid {
                 path: shown,
                 reason: format!("time_limit: {reason}"),
             })?;

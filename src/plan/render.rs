@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::case::validate::{parse_env_assignments, parse_slurm_time};
-use crate::case::{Case, CaseSpec};
+use crate::case::common::parse_slurm_time;
+use crate::case::Case;
 use crate::plan::placement::Nodes;
 use crate::plan::profile::ClusterProfile;
 
@@ -108,20 +108,47 @@ fn upstream_env_overrides() -> Vec<(&'static str, String)> {
 }
 
 /// The SLURM-facing fields every family provides.
-struct SlurmFields {
-    partition: Option<String>,
-    account: Option<String>,
-    job_time: String,
-    extra_args: Option<String>,
-    nodes: u64,
-    gpus_per_node: u64,
-    container_image: Option<String>,
-    container_mounts: Option<String>,
+pub struct SlurmFields {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub job_time: String,
+    pub extra_args: Option<String>,
+    pub nodes: u64,
+    pub gpus_per_node: u64,
+    pub container_image: Option<String>,
+    pub container_mounts: Option<String>,
+    /// The family's steps run in containers: upstream's `CONTAINER_IMAGE` applies.
+    pub containers: bool,
+}
+
+/// Where a job is rendered: what a family's steps need to name.
+pub struct JobSite<'a> {
+    /// The servetest binary steps call.
+    pub servetest: &'a Path,
+    /// The case's output directory (absolute).
+    pub dir: &'a Path,
+    /// The case file (absolute), for steps that load it.
+    pub case_path: &'a Path,
+}
+
+/// A family's job before the cluster profile and the template: SLURM fields, the case's private
+/// environment, its steps.
+pub struct JobParts {
+    pub fields: SlurmFields,
+    pub env: Vec<(String, String)>,
+    pub steps: Vec<PlannedStep>,
+    /// The steps are serving roles: one process each unless the engine runs ranks
+    /// (`PlannedStep::ranks`), so a step placed on several nodes says it runs on its first.
+    pub serving_roles: bool,
 }
 
 impl SlurmFields {
     /// The `slurm` section the script, latency and aggregated families share; no containers.
-    fn from_script(s: &crate::case::script::ScriptSlurm, nodes: u64, gpus_per_node: u64) -> Self {
+    pub fn from_script(
+        s: &crate::case::common::ScriptSlurm,
+        nodes: u64,
+        gpus_per_node: u64,
+    ) -> Self {
         SlurmFields {
             partition: s.partition.clone(),
             account: s.account.clone(),
@@ -131,35 +158,8 @@ impl SlurmFields {
             gpus_per_node,
             container_image: None,
             container_mounts: None,
+            containers: false,
         }
-    }
-}
-
-/// The one step of a family whose job runs a servetest subcommand: `servetest FAMILY run --case
-/// PATH --out DIR`, logging to `DIR/FAMILY.log`.
-fn family_step(
-    family: &str,
-    input: &RenderInput,
-    case_path: &Path,
-    dir: &Path,
-    gpus: u64,
-) -> PlannedStep {
-    PlannedStep {
-        name: family.into(),
-        argv: vec![
-            input.servetest.display().to_string(),
-            family.into(),
-            "run".into(),
-            "--case".into(),
-            case_path.display().to_string(),
-            "--out".into(),
-            dir.display().to_string(),
-        ],
-        ntasks: 1,
-        nodes: Nodes::FIRST,
-        gpus,
-        log: dir.join(format!("{family}.log")),
-        ranks: None,
     }
 }
 
@@ -178,121 +178,27 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         key: key.to_owned(),
         reason,
     };
-    let (fields, env, steps) = match spec {
-        CaseSpec::Cb(_) => {
-            return Err(value_err(
-                "family",
-                "cb cases drive the engine in-process from the harness; they have no job script"
-                    .into(),
-            ))
-        }
-        CaseSpec::Disagg(s) => {
-            let env = match &s.environment.worker_env_var {
-                Some(text) => parse_env_assignments(text)
-                    .map_err(|r| value_err("environment.worker_env_var", r))?,
-                None => Vec::new(),
-            };
-            let per_node = s.hardware.gpus_per_node.max(1);
-            let (placed, nodes) = crate::plan::placement::disagg(s);
-            let fields = SlurmFields {
-                partition: Some(s.slurm.partition.clone()),
-                account: Some(s.slurm.account.clone()),
-                job_time: s.slurm.job_time.clone(),
-                extra_args: s.slurm.extra_args.clone(),
-                nodes,
-                gpus_per_node: per_node,
-                container_image: s.environment.container_image.clone(),
-                container_mounts: s.environment.container_mount.clone(),
-            };
-            let steps: Vec<PlannedStep> = placed
-                .into_iter()
-                .map(|(role, nodes)| {
-                    let gpus = match role {
-                        crate::role::Role::Ctx(_) => s.worker_config.ctx.gpus(),
-                        crate::role::Role::Gen(_) => s.worker_config.gen.gpus(),
-                        _ => 0,
-                    };
-                    let name = role.to_string();
-                    let multi_node_engine =
-                        s.environment.engine == crate::case::schema::EngineKind::Trtllm && gpus > 0;
-                    PlannedStep {
-                        ranks: multi_node_engine.then_some(gpus),
-                        log: dir.join(format!("{}.log", name.to_lowercase())),
-                        argv: vec![
-                            "env".into(),
-                            format!("DISAGG_SERVING_TYPE={name}"),
-                            input.servetest.display().to_string(),
-                            "role".into(),
-                            "--case".into(),
-                            case_path.display().to_string(),
-                            "--out".into(),
-                            dir.display().to_string(),
-                        ],
-                        name,
-                        ntasks: 1,
-                        nodes,
-                        gpus,
-                    }
-                })
-                .collect();
-            (fields, env, steps)
-        }
-        CaseSpec::Latency(s) => (
-            SlurmFields::from_script(&s.slurm, 1, 0),
-            Vec::new(),
-            vec![family_step("latency", input, &case_path, &dir, 0)],
-        ),
-        CaseSpec::Aggregated(s) => {
-            // The largest model sets the allocation: nodes = tp·pp·dp / GPUs per node.
-            let devices = case.total_gpus().unwrap_or(0);
-            let nodes = devices.div_ceil(s.gpus_per_node.max(1)).max(1);
-            (
-                SlurmFields::from_script(&s.slurm, nodes, s.gpus_per_node),
-                Vec::new(),
-                vec![family_step(
-                    "aggregated",
-                    input,
-                    &case_path,
-                    &dir,
-                    devices.min(s.gpus_per_node),
-                )],
-            )
-        }
-        CaseSpec::Script(s) => {
-            let fields = SlurmFields::from_script(&s.slurm, s.slurm.nodes(), 0);
-            let env = s
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let steps = s
-                .steps
-                .iter()
-                .map(|st| PlannedStep {
-                    name: st.name.clone(),
-                    argv: st.command(),
-                    ntasks: st.ntasks,
-                    nodes: Nodes {
-                        first: st.node,
-                        count: st.nodes,
-                    },
-                    gpus: 0,
-                    log: dir.join(format!("{}.log", st.name)),
-                    ranks: None,
-                })
-                .collect();
-            (fields, env, steps)
-        }
+    let site = JobSite {
+        servetest: input.servetest,
+        dir: &dir,
+        case_path: &case_path,
     };
+    let JobParts {
+        fields,
+        env,
+        steps,
+        serving_roles,
+    } = spec
+        .job(&site)
+        .map_err(|(key, reason)| value_err(&key, reason))?;
 
     let mut overrides = Vec::new();
     let profile = input.profile;
     let mut fields = fields;
     // Upstream's loader sets these from the environment for every case; a migrating team's
     // SLURM_PARTITION / SLURM_ACCOUNT / CONTAINER_IMAGE keep working (a cluster profile still wins).
-    let upstream_family = matches!(input.case.family.name, "disagg" | "wideep");
     for (var, value) in upstream_env_overrides() {
-        if var == "CONTAINER_IMAGE" && !upstream_family {
+        if var == "CONTAINER_IMAGE" && !fields.containers {
             continue;
         }
         let (key, slot) = match var {
@@ -452,7 +358,7 @@ pub fn plan(input: &RenderInput) -> Result<JobPlan, RenderError> {
         .map(|s| crate::plan::placement::Share {
             name: &s.name,
             nodes: s.nodes,
-            one_process: matches!(spec, CaseSpec::Disagg(_)) && s.ranks.is_none(),
+            one_process: serving_roles && s.ranks.is_none(),
         })
         .collect();
     let (fitted, notes) = crate::plan::placement::fit(&shares, nodes);

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use crate::case::schema::EngineKind;
+use crate::disagg::schema::EngineKind;
 
 static TRTLLM: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| names(include_str!("args/trtllm.txt")));

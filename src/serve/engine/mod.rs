@@ -13,8 +13,8 @@ pub use sglang::Sglang;
 pub use trtllm::Trtllm;
 pub use vllm::Vllm;
 
-use crate::case::name::Side;
-use crate::case::schema::{EngineKind, WorkerConfig};
+use crate::disagg::name::Side;
+use crate::disagg::schema::{EngineKind, WorkerConfig};
 use crate::exec::process::CommandSpec;
 
 /// What a single server start needs (`servetest serve`), independent of the engine.

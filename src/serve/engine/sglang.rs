@@ -6,7 +6,7 @@ use super::{
     flags_from_map, host_port, ClientLaunch, Engine, FlagNames, Launch, RouterLaunch, ServeSpec,
     WorkerLaunch,
 };
-use crate::case::name::Side;
+use crate::disagg::name::Side;
 use crate::exec::process::CommandSpec;
 
 pub struct Sglang;

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::case::discover::discover;
-use crate::case::CaseSpec;
 
 fn tools() -> Tools {
     Tools {
@@ -50,7 +49,7 @@ fn launch_yaml(l: Result<Launch, String>) -> serde_yaml::Value {
 }
 
 /// What a case's job would start, with fixed hosts, ports and paths.
-fn rendered(spec: &crate::case::schema::DisaggSpec, case: &str) -> String {
+fn rendered(spec: &crate::disagg::schema::DisaggSpec, case: &str) -> String {
     let engine = for_kind(spec.environment.engine);
     let tools = tools();
     let dir = PathBuf::from("/jobs/job-1");
@@ -129,7 +128,7 @@ fn every_repository_case_renders_its_engine_commands_and_configs() {
     let found = discover(&[root]);
     let mut seen = 0;
     for case in &found.cases {
-        let Some(CaseSpec::Disagg(spec)) = &case.spec else {
+        let Some(spec) = case.disagg() else {
             continue;
         };
         seen += 1;
@@ -145,10 +144,7 @@ fn vllm_refuses_tensorrt_llm_only_settings_instead_of_dropping_them() {
     let trt = found
         .cases
         .iter()
-        .find_map(|c| match &c.spec {
-            Some(CaseSpec::Disagg(s)) if s.worker_config.ctx.attention_dp() => Some(s),
-            _ => None,
-        })
+        .find_map(|c| c.disagg().filter(|s| s.worker_config.ctx.attention_dp()))
         .expect("a case with attention DP");
     let tools = tools();
     let err = Vllm

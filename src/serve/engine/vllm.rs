@@ -8,8 +8,8 @@ use super::{
     host_port, worker_config_name, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec,
     WorkerLaunch,
 };
-use crate::case::name::Side;
-use crate::case::schema::WorkerConfig;
+use crate::disagg::name::Side;
+use crate::disagg::schema::WorkerConfig;
 use crate::exec::process::CommandSpec;
 
 pub struct Vllm;

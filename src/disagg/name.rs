@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::schema::{DisaggSpec, WorkerConfig};
-use super::violation::Violation;
+use crate::case::violation::Violation;
 
 static STRICT: AtomicBool = AtomicBool::new(false);
 

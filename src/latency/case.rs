@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::load::parse_spec;
-use super::script::ScriptSlurm;
-use super::violation::Violation;
-use super::{CaseSpec, Loaded};
+use crate::case::common::{parse_slurm_time, ScriptSlurm};
+use crate::case::load::parse_spec;
+use crate::case::violation::Violation;
+use crate::family::Loaded;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LatencySpec {
@@ -245,13 +245,13 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
         violations.push(Violation::error("num_iters", "must be at least 1"));
     }
     spec.slurm.refuse_nodes("latency", &mut violations);
-    if let Err(reason) = super::validate::parse_slurm_time(&spec.slurm.job_time) {
+    if let Err(reason) = parse_slurm_time(&spec.slurm.job_time) {
         violations
             .push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
     }
     // Layer files are checked when the case runs (they live outside test_configs/ and may be
     // overridden per cluster); a missing one fails the trial naming it.
-    (Some(CaseSpec::Latency(Box::new(spec))), violations)
+    (Some(std::sync::Arc::new(spec)), violations)
 }
 
 #[cfg(test)]

@@ -538,8 +538,8 @@ pub const SECTIONS: &[crate::case::load::SectionCheck] = {
 
 /// The iteration range profiled on `side`: the case's, else upstream's defaults (CTX `10-30`,
 /// GEN `200-250`).
-pub fn profile_range(p: &Profiling, side: crate::case::name::Side) -> String {
-    use crate::case::name::Side;
+pub fn profile_range(p: &Profiling, side: crate::disagg::name::Side) -> String {
+    use crate::disagg::name::Side;
     match side {
         Side::Ctx => p
             .ctx_profile_range

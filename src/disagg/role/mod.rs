@@ -20,9 +20,9 @@ mod server;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::case::name::Side;
-use crate::case::schema::DisaggSpec;
-use crate::case::{Case, CaseSpec};
+use crate::case::Case;
+use crate::disagg::name::Side;
+use crate::disagg::schema::DisaggSpec;
 use crate::serve::engine::{self, Engine, Tools};
 use rendezvous::Rendezvous;
 
@@ -138,9 +138,9 @@ fn load_case(path: &Path) -> Result<(String, String, DisaggSpec), String> {
     // Role records and the benchmark status quote server logs: mask the case's secret values.
     crate::secrets::mask_case(&case);
     crate::secrets::mask_process_environment();
-    match case.spec {
-        Some(CaseSpec::Disagg(spec)) => Ok((case.name, case.category, *spec)),
-        _ => Err(format!(
+    match case.disagg() {
+        Some(spec) => Ok((case.name.clone(), case.category.clone(), spec.clone())),
+        None => Err(format!(
             "{}: `servetest role` runs disagg/wideep cases only",
             path.display()
         )),

@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::rendezvous::{RoleRecord, RoleState};
 use super::{Role, RoleContext, SERVER_GRACE};
-use crate::case::validate::parse_env_assignments;
+use crate::case::common::parse_env_assignments;
 use crate::exec::process::{CommandSpec, GroupChild};
 use crate::serve::engine::{Launch, RouterLaunch, WorkerAddr, WorkerLaunch};
 use crate::serve::server::free_port;
@@ -88,8 +88,8 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
     let side = ctx.role.side().expect("a worker role");
     let step = StepRank::from_env(|k| std::env::var(k).ok());
     let config = match side {
-        crate::case::name::Side::Ctx => &ctx.spec.worker_config.ctx,
-        crate::case::name::Side::Gen => &ctx.spec.worker_config.gen,
+        crate::disagg::name::Side::Ctx => &ctx.spec.worker_config.ctx,
+        crate::disagg::name::Side::Gen => &ctx.spec.worker_config.gen,
     };
     let port = free_port(&ctx.host).map_err(|e| e.to_string())?;
     let bootstrap_port = if ctx.engine.needs_bootstrap_port(side) {
@@ -114,7 +114,7 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
         ctx.spec.environment.worker_env_var.as_deref(),
         "worker_env_var",
     )?);
-    if ctx.spec.benchmark.mode == crate::case::schema::BenchmarkMode::GenOnly {
+    if ctx.spec.benchmark.mode == crate::disagg::schema::BenchmarkMode::GenOnly {
         if ctx.engine.name() != "trtllm" {
             return Err(format!(
                 "benchmark.mode gen_only needs TensorRT-LLM's generation-only benchmark mode; \
@@ -167,7 +167,7 @@ pub async fn run_worker(ctx: &RoleContext, index: u64) -> Result<(), String> {
 /// `nsys` on this node the role fails rather than run unprofiled.
 fn nsys_wrap(
     ctx: &RoleContext,
-    side: crate::case::name::Side,
+    side: crate::disagg::name::Side,
     command: &mut CommandSpec,
 ) -> Result<(), String> {
     let Some(nsys) = crate::fsutil::which("nsys") else {
@@ -177,7 +177,7 @@ fn nsys_wrap(
             ctx.host
         ));
     };
-    let range = crate::case::schema::profile_range(&ctx.spec.profiling, side);
+    let range = crate::disagg::schema::profile_range(&ctx.spec.profiling, side);
     command.env.extend(
         [
             ("TLLM_PROFILE_START_STOP", range.as_str()),

@@ -30,9 +30,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::load::parse_spec;
-use super::violation::Violation;
-use super::{CaseSpec, Loaded};
+use crate::case::load::parse_spec;
+use crate::case::violation::Violation;
+use crate::family::Loaded;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct CbSpec {
@@ -144,7 +144,7 @@ pub fn load(text: &str, category: &str, _stem: &str) -> Loaded {
         return (None, violations);
     };
     violations.extend(validate(&spec, category));
-    (Some(CaseSpec::Cb(Box::new(spec))), violations)
+    (Some(std::sync::Arc::new(spec)), violations)
 }
 
 pub fn validate(spec: &CbSpec, category: &str) -> Vec<Violation> {
@@ -439,10 +439,10 @@ mod tests {
     fn expanded(text: &str) -> Vec<(String, CbSpec)> {
         let (spec, v) = load(text, "output", "x");
         assert!(v.is_empty(), "{v:?}");
-        let Some(CaseSpec::Cb(spec)) = spec else {
-            panic!()
-        };
-        spec.expand()
+        spec.expect("loads")
+            .downcast::<CbSpec>()
+            .expect("a cb spec")
+            .expand()
     }
 
     const BASE: &str = "max_model_len: 128\nmax_num_seqs: 2\nprompts:\n  - {id: A, len: 40, max_tokens: 4}\n  - {id: B, text: hello, max_tokens: 2, add_step: 1}\n";

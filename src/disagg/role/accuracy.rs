@@ -7,8 +7,8 @@ use std::path::Path;
 use super::benchmark::{run_client, Signals};
 use super::rendezvous::RoleRecord;
 use super::RoleContext;
-use crate::case::schema::AccuracyTask;
 use crate::check::accuracy::{find_results, parse_results};
+use crate::disagg::schema::AccuracyTask;
 use crate::exec::process::{log_tail, CommandSpec};
 use crate::serve::server::TAIL_LINES;
 

@@ -23,10 +23,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::load::parse_spec;
-use super::script::ScriptSlurm;
-use super::violation::Violation;
-use super::{CaseSpec, Loaded};
+use crate::case::common::{parse_slurm_time, ScriptSlurm};
+use crate::case::load::parse_spec;
+use crate::case::violation::Violation;
+use crate::family::Loaded;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AggregatedSpec {
@@ -561,7 +561,7 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
         return (None, violations);
     };
     violations.extend(validate(&spec));
-    (Some(CaseSpec::Aggregated(Box::new(spec))), violations)
+    (Some(std::sync::Arc::new(spec)), violations)
 }
 
 pub fn validate(spec: &AggregatedSpec) -> Vec<Violation> {
@@ -576,7 +576,7 @@ pub fn validate(spec: &AggregatedSpec) -> Vec<Violation> {
         ));
     }
     spec.slurm.refuse_nodes("aggregated", &mut v);
-    if let Err(reason) = super::validate::parse_slurm_time(&spec.slurm.job_time) {
+    if let Err(reason) = parse_slurm_time(&spec.slurm.job_time) {
         v.push(Violation::error("slurm.job_time", reason).with_value(&spec.slurm.job_time));
     }
     for (i, node) in spec.cluster.iter().flatten().enumerate() {
@@ -746,9 +746,10 @@ mod tests {
     fn seed_defaults_labels_and_todo_types() {
         let text = "models:\n  - name: m\n    model_path: /m\n    infer_type: [text-only, video]\n    serve_config: {tp: 2, extra_args: {dtype: x}}\nslurm: {job_time: '00:10:00'}\n";
         let (spec, v) = load(text, "perf", "x");
-        let Some(CaseSpec::Aggregated(spec)) = spec else {
-            panic!("{v:?}")
-        };
+        let spec = spec.unwrap_or_else(|| panic!("{v:?}"));
+        let spec = spec
+            .downcast::<AggregatedSpec>()
+            .expect("an aggregated spec");
         let m = &spec.models[0];
         assert_eq!(
             m.backend(),

@@ -1,6 +1,4 @@
-//! The `script` family: a job of plain commands (`test_configs/script/{perf,accuracy}/*.yaml`).
-//! Useful on its own (run any benchmark script as a SLURM job), and the simplest case for exercising
-//! the executors end to end.
+//! The script family's schema and rules:
 //!
 //! ```yaml
 //! metadata: {description: "…", supported_gpus: [GB200]}   # both optional
@@ -18,10 +16,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::load::parse_spec;
-use super::validate::{parse_slurm_time, NAME_RE};
-use super::violation::Violation;
-use super::{CaseSpec, Loaded};
+use crate::case::common::{parse_slurm_time, ScriptSlurm, NAME_RE};
+use crate::case::load::parse_spec;
+use crate::case::violation::Violation;
+use crate::family::Loaded;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ScriptSpec {
@@ -53,38 +51,6 @@ pub struct ScriptMetadata {
     pub description: Option<String>,
     #[serde(default)]
     pub supported_gpus: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ScriptSlurm {
-    #[serde(default)]
-    pub partition: Option<String>,
-    #[serde(default)]
-    pub account: Option<String>,
-    pub job_time: String,
-    #[serde(default)]
-    pub extra_args: Option<String>,
-    /// Nodes the job allocates (`--nodes`, default 1); steps pick theirs with `node`/`nodes`.
-    /// Script cases only: the other families that share this section size their own jobs.
-    #[serde(default)]
-    pub nodes: Option<u64>,
-}
-
-impl ScriptSlurm {
-    pub fn nodes(&self) -> u64 {
-        self.nodes.unwrap_or(1)
-    }
-
-    /// For families whose node count comes from the case itself (`family`), a `nodes` key is
-    /// refused rather than ignored.
-    pub fn refuse_nodes(&self, family: &str, violations: &mut Vec<Violation>) {
-        if self.nodes.is_some() {
-            violations.push(Violation::error(
-                "slurm.nodes",
-                format!("the {family} family sizes its job itself; `nodes` is for script cases"),
-            ));
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -218,7 +184,7 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
                 Violation::error("metrics.step", "names no step of this case").with_value(&m.step),
             );
         }
-        violations.extend(super::validate::check_metrics_pattern(
+        violations.extend(crate::case::common::check_metrics_pattern(
             "metrics",
             m.extractor_pattern.as_deref(),
             m.metric_names.as_deref(),
@@ -232,7 +198,7 @@ pub fn load(text: &str, _category: &str, _stem: &str) -> Loaded {
             ));
         }
     }
-    (Some(CaseSpec::Script(Box::new(spec))), violations)
+    (Some(std::sync::Arc::new(spec)), violations)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::rendezvous::{RoleRecord, RoleState, Status};
 use super::{Role, RoleContext, SERVER_GRACE};
-use crate::case::schema::{BenchmarkClient, BenchmarkMode};
+use crate::disagg::schema::{BenchmarkClient, BenchmarkMode};
 use crate::exec::process::{log_tail, CommandSpec, GroupChild};
 use crate::serve::engine::ClientLaunch;
 use crate::serve::server::TAIL_LINES;
