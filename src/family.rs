@@ -139,6 +139,9 @@ pub mod step {
         /// The model this row measured, when the case serves several (aggregated).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub model: Option<String>,
+        /// What tells this row from the case's other rows at the same concurrency.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub variant: String,
     }
 
     /// The step's directory for this job (`<out>/job-<SLURM_JOB_ID>/`).
@@ -190,6 +193,7 @@ pub mod step {
                 concurrency: r.concurrency,
                 metrics: r.metrics,
                 model: r.model,
+                variant: r.variant,
             })
             .collect())
     }

@@ -570,6 +570,7 @@ impl RunContext {
                 executor: self.opts.executor.name().to_owned(),
                 job_id: r.id.clone(),
                 concurrency: b.concurrency,
+                variant: b.variant,
                 state: r.state.to_string(),
                 start: unix(r.started),
                 end: unix(r.finished),

@@ -457,6 +457,7 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
                         ("correct_ratio".to_owned(), o.ratio()),
                     ]),
                     model: Some(m.name.clone()),
+                    variant: format!("{} inference", m.name),
                 });
             }
             Err(e) => {
@@ -468,6 +469,7 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
                         ("infer_failed".to_owned(), 1.0),
                     ]),
                     model: Some(m.name.clone()),
+                    variant: format!("{} inference", m.name),
                 });
             }
         }
@@ -502,6 +504,7 @@ async fn run_model(ctx: &Context<'_>, m: &ModelEntry) -> (Vec<RowOut>, Vec<Strin
                         concurrency: Some(point.max_concurrency),
                         metrics,
                         model: Some(m.name.clone()),
+                        variant: format!("{} {}", m.name, point.dir_name()),
                     });
                 }
                 Err(e) => failures.push(format!("{} {}: {e}", m.name, point.dir_name())),

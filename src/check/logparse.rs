@@ -15,6 +15,10 @@ pub struct Block {
     pub metrics: BTreeMap<String, f64>,
     /// The model the row measured, when a case serves several (aggregated); else the case's.
     pub model: Option<String>,
+    /// What tells this row from the case's other rows at the same concurrency (a latency grid's
+    /// sequence length, an aggregated sweep point, a perf-sanity server-client pair); empty for
+    /// cases with one row per concurrency.
+    pub variant: String,
 }
 
 /// Every default metric: its name in results, and the summary-line label that carries it.
@@ -85,6 +89,7 @@ pub fn parse_default(text: &str) -> Vec<Block> {
                 concurrency: caps[1].parse().ok(),
                 metrics,
                 model: None,
+                variant: String::new(),
             });
         }
         start = m.end();
@@ -99,6 +104,7 @@ pub fn parse_default(text: &str) -> Vec<Block> {
             concurrency,
             metrics,
             model: None,
+            variant: String::new(),
         });
     }
     blocks
@@ -154,6 +160,7 @@ pub fn parse_custom(text: &str, re: &Regex, names: &[String]) -> Vec<Block> {
                 concurrency,
                 metrics,
                 model: None,
+                variant: String::new(),
             }
         })
         .collect()

@@ -705,6 +705,7 @@ impl BenchHistory {
             family: "bench".into(),
             category: "perf".into(),
             model: a.model.clone(),
+            variant: String::new(),
             gpu_type: servetest::env::gpu_type(),
             executor: "bench".into(),
             job_id: self.run_id.clone(),

@@ -185,5 +185,6 @@ fn judge_accuracy(
         concurrency: None,
         metrics,
         model: None,
+        variant: String::new(),
     })
 }

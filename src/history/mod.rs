@@ -77,6 +77,7 @@ pub fn record_in_process(case: &crate::case::Case, result: &Result<String, Strin
         family: case.family.name.to_owned(),
         category: case.category.clone(),
         model: case.model().unwrap_or_default().to_owned(),
+        variant: String::new(),
         gpu_type: crate::env::gpu_type(),
         executor: "in-process".into(),
         job_id: run_id.clone(),

@@ -15,6 +15,8 @@ pub const PAGE_NAME: &str = "history.html";
 /// One series: a case's metric at one concurrency over runs on one executor and GPU type.
 pub struct Series<'a> {
     pub test_name: &'a str,
+    /// The rows' variant (empty for a case with one row per concurrency).
+    pub variant: &'a str,
     pub metric: &'a str,
     pub concurrency: i64,
     pub executor: &'a str,
@@ -32,8 +34,20 @@ impl Series<'_> {
         };
         format!(
             "{} · {}{conc} · {} {}",
-            self.test_name, self.metric, self.executor, self.gpu_type
+            self.case(),
+            self.metric,
+            self.executor,
+            self.gpu_type
         )
+    }
+
+    /// The case, with the rows' variant when it has one (`case [seq=64]`).
+    pub fn case(&self) -> String {
+        if self.variant.is_empty() {
+            self.test_name.to_owned()
+        } else {
+            format!("{} [{}]", self.test_name, self.variant)
+        }
     }
 
     /// A regression: the newest level (after the latest change point) is worse than the level
@@ -99,11 +113,12 @@ pub fn gated_by_default(metric: &str) -> bool {
 /// Points grouped into series (a changed case file starts a new series: only its newest content's
 /// points are kept), each with its change points.
 pub fn series(points: &[Point], settings: Settings) -> Vec<Series<'_>> {
-    type Key<'a> = (&'a str, &'a str, i64, &'a str, &'a str);
+    type Key<'a> = (&'a str, &'a str, &'a str, i64, &'a str, &'a str);
     let mut by: BTreeMap<Key, Vec<&Point>> = BTreeMap::new();
     for p in points.iter().filter(|p| p.value.is_finite()) {
         by.entry((
             &p.test_name,
+            &p.variant,
             &p.metric,
             p.concurrency,
             &p.executor,
@@ -114,13 +129,14 @@ pub fn series(points: &[Point], settings: Settings) -> Vec<Series<'_>> {
     }
     by.into_iter()
         .map(
-            |((test_name, metric, concurrency, executor, gpu_type), mut pts)| {
+            |((test_name, variant, metric, concurrency, executor, gpu_type), mut pts)| {
                 if let Some(hash) = pts.last().map(|p| p.case_hash.clone()) {
                     pts.retain(|p| p.case_hash == hash);
                 }
                 let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
                 Series {
                     test_name,
+                    variant,
                     metric,
                     concurrency,
                     executor,
@@ -156,7 +172,7 @@ pub fn table(series: &[Series]) -> String {
             .collect();
         out.push_str(&format!(
             "| {} | {} | {} | {} | {first:.3} | {last:.3} | {} |\n",
-            s.test_name,
+            s.case(),
             s.metric,
             if s.concurrency < 0 {
                 "-".to_owned()
@@ -449,6 +465,7 @@ mod tests {
                 run_id: format!("run{i}"),
                 started: i as f64,
                 test_name: "case_a".into(),
+                variant: String::new(),
                 case_hash: if i < hash_from {
                     "old".into()
                 } else {

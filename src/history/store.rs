@@ -77,6 +77,8 @@ pub struct Point {
     pub run_id: String,
     pub started: f64,
     pub test_name: String,
+    /// The row's variant (`Row::variant`): one case at one concurrency may have several series.
+    pub variant: String,
     pub case_hash: String,
     pub concurrency: i64,
     pub metric: String,
@@ -120,8 +122,8 @@ const INSERT_RUN: &str =
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING";
 const INSERT_RESULT: &str =
     "INSERT INTO results (run_id, test_name, case_hash, job_id, concurrency, \
-    state, metric, value, unit, recorded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-    ON CONFLICT DO NOTHING";
+    state, metric, value, unit, recorded, variant) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING";
 
 /// A row's values as the results table holds them: (metric, value) pairs, or one ('', NULL) for a
 /// state without metrics.
@@ -255,7 +257,8 @@ impl Store {
                                 metric,
                                 value,
                                 unit_of(&metric),
-                                now
+                                now,
+                                r.variant
                             ])
                             .map_err(|e| err(&e))?;
                         }
@@ -283,6 +286,7 @@ impl Store {
                                 &value,
                                 &unit,
                                 &now,
+                                &r.variant,
                             ],
                         )
                         .map_err(|e| err(&e))?;
@@ -346,10 +350,10 @@ impl Store {
     ) -> Result<Vec<Point>, String> {
         let err = |e: &dyn std::fmt::Display| format!("results history {}: {e}", self.shown);
         let sql = "SELECT r.run_id, runs.started, r.test_name, r.case_hash, r.concurrency, r.metric, r.value, \
-            COALESCE(runs.executor, ''), COALESCE(runs.gpu_type, '') \
+            COALESCE(runs.executor, ''), COALESCE(runs.gpu_type, ''), r.variant \
             FROM results r JOIN runs ON runs.run_id = r.run_id \
             WHERE r.state = 'COMPLETED' AND r.value IS NOT NULL AND r.metric <> '' \
-            ORDER BY r.test_name, r.metric, r.concurrency, runs.started, r.recorded";
+            ORDER BY r.test_name, r.variant, r.metric, r.concurrency, runs.started, r.recorded";
         let mut points: Vec<Point> = match &mut *self.lock() {
             Backend::Sqlite(c) => {
                 let mut stmt = c.prepare(sql).map_err(|e| err(&e))?;
@@ -365,6 +369,7 @@ impl Store {
                             value: row.get(6)?,
                             executor: row.get(7)?,
                             gpu_type: row.get(8)?,
+                            variant: row.get(9)?,
                         })
                     })
                     .map_err(|e| err(&e))?;
@@ -384,6 +389,7 @@ impl Store {
                     value: row.get(6),
                     executor: row.get(7),
                     gpu_type: row.get(8),
+                    variant: row.get(9),
                 })
                 .collect(),
         };
@@ -392,12 +398,14 @@ impl Store {
                 && (cases.is_empty() || cases.iter().any(|c| c == &p.test_name))
                 && metric.is_none_or(|m| m == p.metric)
         });
-        // At most `last` runs per series (case, metric, concurrency, executor, GPU), newest kept.
-        type Key = (String, String, i64, String, String);
+        // At most `last` runs per series (case, variant, metric, concurrency, executor, GPU), newest
+        // kept.
+        type Key = (String, String, String, i64, String, String);
         let mut by: HashMap<Key, Vec<Point>> = HashMap::new();
         for p in points {
             by.entry((
                 p.test_name.clone(),
+                p.variant.clone(),
                 p.metric.clone(),
                 p.concurrency,
                 p.executor.clone(),
@@ -415,8 +423,8 @@ impl Store {
             })
             .collect();
         out.sort_by(|a, b| {
-            (&a.test_name, &a.metric, a.concurrency)
-                .cmp(&(&b.test_name, &b.metric, b.concurrency))
+            (&a.test_name, &a.variant, &a.metric, a.concurrency)
+                .cmp(&(&b.test_name, &b.variant, &b.metric, b.concurrency))
                 .then(a.started.total_cmp(&b.started))
         });
         Ok(out)
@@ -456,5 +464,110 @@ pub fn case_hash(path: &std::path::Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => format!("{:x}", sha2::Sha256::digest(&bytes)),
         Err(_) => "unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::Row;
+
+    fn run(id: &str) -> RunMeta {
+        RunMeta {
+            run_id: id.into(),
+            started: 1.0,
+            source: "test".into(),
+            servetest_version: "0".into(),
+            project_commit: None,
+            engine_version: None,
+            host: "h".into(),
+            gpu_type: Some("CPU".into()),
+            executor: Some("local".into()),
+            cluster_profile: None,
+            output_path: None,
+        }
+    }
+
+    fn row(variant: &str, ttft: f64) -> Row {
+        Row {
+            test_name: "latency_perf_grid".into(),
+            family: "latency".into(),
+            category: "perf".into(),
+            model: "tiny".into(),
+            variant: variant.into(),
+            gpu_type: "CPU".into(),
+            executor: "local".into(),
+            job_id: "1".into(),
+            concurrency: Some(4),
+            state: "COMPLETED".into(),
+            start: None,
+            end: None,
+            metrics: [("mean_ttft_ms".to_owned(), ttft)].into(),
+        }
+    }
+
+    #[test]
+    fn rows_of_one_case_and_concurrency_are_kept_apart_by_their_variant() {
+        // A latency grid has several sequence lengths per batch size: before the variant joined
+        // the key, the second row of a run was dropped.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db").display().to_string()).unwrap();
+        store.begin_run(&run("r1")).unwrap();
+        store
+            .record("r1", &[row("seq=32", 1.5), row("seq=64", 2.5)], "hash")
+            .unwrap();
+        let points = store.series(&[], Some("mean_ttft_ms"), 10).unwrap();
+        let got: Vec<(&str, f64)> = points
+            .iter()
+            .map(|p| (p.variant.as_str(), p.value))
+            .collect();
+        assert_eq!(got, [("seq=32", 1.5), ("seq=64", 2.5)]);
+    }
+
+    #[test]
+    fn a_database_of_the_previous_version_keeps_its_results_when_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(2))
+                .run(&mut conn)
+                .unwrap();
+            conn.execute(
+                INSERT_RUN,
+                rusqlite::params![
+                    "r0",
+                    1.0,
+                    "test",
+                    "0",
+                    None::<String>,
+                    None::<String>,
+                    "h",
+                    "CPU",
+                    "local",
+                    None::<String>,
+                    None::<String>
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO results (run_id, test_name, case_hash, job_id, concurrency, state, \
+                 metric, value, unit, recorded) VALUES ('r0', 'c', 'hash', '1', 4, 'COMPLETED', \
+                 'mean_ttft_ms', 3.0, 'ms', 1.0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path.display().to_string()).unwrap();
+        let points = store.series(&[], None, 10).unwrap();
+        assert_eq!(points.len(), 1);
+        assert_eq!((points[0].variant.as_str(), points[0].value), ("", 3.0));
+        // And the migrated table takes variants.
+        store.begin_run(&run("r1")).unwrap();
+        store
+            .record("r1", &[row("a", 1.0), row("b", 2.0)], "hash")
+            .unwrap();
+        assert_eq!(store.series(&[], None, 10).unwrap().len(), 3);
     }
 }

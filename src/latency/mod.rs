@@ -283,6 +283,8 @@ pub fn run(case_path: &Path, out: &Path) -> Result<(), String> {
             concurrency: Some(p.bsz),
             metrics,
             model: None,
+            // A grid has several sequence lengths per batch size.
+            variant: format!("seq={}", p.seq),
         });
     }
     csv.flush().map_err(|e| e.to_string())?;

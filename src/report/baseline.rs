@@ -141,8 +141,14 @@ pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
             .headers()
             .map_err(|e| format!("{shown}: {e}"))?
             .clone();
-        if headers.iter().collect::<Vec<_>>()
-            != header().iter().map(String::as_str).collect::<Vec<_>>()
+        let found: Vec<&str> = headers.iter().collect();
+        let before_variant = super::results::header_before_variant();
+        if found != header().iter().map(String::as_str).collect::<Vec<_>>()
+            && found
+                != before_variant
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
         {
             if headers.iter().collect::<Vec<_>>() == super::upstream::COLUMNS {
                 return upstream_rows(reader, &shown.to_string());
@@ -165,8 +171,7 @@ pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
             let mut metrics: BTreeMap<String, f64> = headers
                 .iter()
                 .enumerate()
-                .skip(LEAD_COLUMNS.len())
-                .filter(|(_, h)| *h != "extra_metrics")
+                .filter(|(_, h)| *h != "extra_metrics" && !LEAD_COLUMNS.contains(h))
                 .filter_map(|(i, h)| Some((h.to_owned(), rec[i].parse().ok()?)))
                 .collect();
             if let Ok(extra) = serde_json::from_str::<BTreeMap<String, f64>>(&get("extra_metrics"))
@@ -178,6 +183,7 @@ pub fn load_rows(path: &Path) -> Result<Vec<Row>, String> {
                 family: get("family"),
                 category: get("category"),
                 model: get("model"),
+                variant: get("variant"),
                 gpu_type: get("gpu_type"),
                 executor: get("executor"),
                 job_id: get("job_id"),
@@ -219,6 +225,7 @@ fn bench_row(doc: &serde_json::Value) -> Row {
         family: "bench".into(),
         category: "perf".into(),
         model: doc["model_id"].as_str().unwrap_or_default().to_owned(),
+        variant: String::new(),
         gpu_type: String::new(),
         executor: String::new(),
         job_id: String::new(),
@@ -261,6 +268,7 @@ fn upstream_rows(mut reader: csv::Reader<std::fs::File>, shown: &str) -> Result<
                 family: String::new(),
                 category: String::new(),
                 model: String::new(),
+                variant: String::new(),
                 gpu_type: String::new(),
                 executor: String::new(),
                 job_id: String::new(),
@@ -323,15 +331,15 @@ pub struct Comparison {
     pub regressed: bool,
 }
 
-/// Every gated metric present in both runs for the same case and concurrency.
+/// Every gated metric present in both runs for the same case, variant and concurrency.
 pub fn compare(baseline: &[Row], now: &[Row], policy: &Policy) -> Vec<Comparison> {
     let mut out = Vec::new();
     for row in now {
-        let Some(base) = baseline
-            .iter()
-            .rev()
-            .find(|b| b.test_name == row.test_name && b.concurrency == row.concurrency)
-        else {
+        let Some(base) = baseline.iter().rev().find(|b| {
+            b.test_name == row.test_name
+                && b.variant == row.variant
+                && b.concurrency == row.concurrency
+        }) else {
             continue;
         };
         for (metric, rule) in &policy.metrics {
@@ -352,7 +360,11 @@ pub fn compare(baseline: &[Row], now: &[Row], policy: &Policy) -> Vec<Comparison
                 (n - b) / b.abs() * 100.0
             };
             out.push(Comparison {
-                case: row.test_name.clone(),
+                case: if row.variant.is_empty() {
+                    row.test_name.clone()
+                } else {
+                    format!("{} [{}]", row.test_name, row.variant)
+                },
                 concurrency: row.concurrency,
                 metric: metric.clone(),
                 baseline: b,
@@ -398,6 +410,7 @@ mod tests {
             family: "script".into(),
             category: "perf".into(),
             model: String::new(),
+            variant: String::new(),
             gpu_type: "CPU".into(),
             executor: "local".into(),
             job_id: "1".into(),
@@ -407,6 +420,24 @@ mod tests {
             end: None,
             metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         }
+    }
+
+    #[test]
+    fn rows_are_compared_with_the_baseline_row_of_their_own_variant() {
+        // A latency grid: two sequence lengths at batch size 4, each against its own baseline.
+        let at = |seq: &str, ms: f64| {
+            let mut r = row("latency_perf_grid", 4, &[("median_ttft_ms", ms)]);
+            r.variant = seq.into();
+            r
+        };
+        let base = [at("seq=32", 10.0), at("seq=64", 20.0)];
+        let now = [at("seq=32", 10.5), at("seq=64", 21.0)];
+        let policy = Policy::default();
+        let c = compare(&base, &now, &policy);
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|c| !c.regressed), "{c:?}");
+        assert_eq!(c[1].case, "latency_perf_grid [seq=64]");
+        assert_eq!((c[0].baseline, c[1].baseline), (10.0, 20.0));
     }
 
     #[test]
@@ -474,6 +505,7 @@ mod tests {
             family: "disagg".into(),
             category: "perf".into(),
             model: "m".into(),
+            variant: String::new(),
             gpu_type: "GB200".into(),
             executor: "slurm".into(),
             job_id: "7".into(),

@@ -609,6 +609,7 @@ mod tests {
             family: "disagg".into(),
             category: "perf".into(),
             model: "tiny".into(),
+            variant: String::new(),
             gpu_type: "CPU".into(),
             executor: "local".into(),
             job_id: "1".into(),

@@ -1,4 +1,4 @@
-//! `$OUTPUT_PATH/servetest_results.csv`: one row per (case, concurrency), columns in a fixed,
+//! `$OUTPUT_PATH/servetest_results.csv`: one row per (case, variant, concurrency), columns in a fixed,
 //! documented order (README); upstream's `perf_script_test_results.csv` (its own schema, see
 //! `upstream.rs`) is appended alongside for disagg/wideep perf and stress rows. Rows are appended whole — formatted first, then one `write` on a file
 //! opened for appending, under a lock — so a crash never leaves half a row and two trials finishing
@@ -32,6 +32,7 @@ pub const LEAD_COLUMNS: &[&str] = &[
     "family",
     "category",
     "model",
+    "variant",
     "gpu_type",
     "executor",
     "job_id",
@@ -47,6 +48,12 @@ pub struct Row {
     pub family: String,
     pub category: String,
     pub model: String,
+    /// What tells this row from the case's other rows at the same concurrency (a latency grid's
+    /// sequence length, an aggregated sweep point, a perf-sanity server-client pair); empty when
+    /// the case has one row per concurrency. Part of a row's identity in the baseline gate and the
+    /// results history.
+    #[serde(default)]
+    pub variant: String,
     pub gpu_type: String,
     pub executor: String,
     pub job_id: String,
@@ -56,6 +63,11 @@ pub struct Row {
     pub start: Option<f64>,
     pub end: Option<f64>,
     pub metrics: BTreeMap<String, f64>,
+}
+
+/// The header of CSVs written before the `variant` column (read, and rewritten on `--resume`).
+pub fn header_before_variant() -> Vec<String> {
+    header().into_iter().filter(|h| h != "variant").collect()
 }
 
 /// Every column name, in order: the lead columns, each default metric, then `extra_metrics`
@@ -77,6 +89,7 @@ impl Row {
             self.family.clone(),
             self.category.clone(),
             self.model.clone(),
+            self.variant.clone(),
             self.gpu_type.clone(),
             self.executor.clone(),
             self.job_id.clone(),
@@ -194,7 +207,7 @@ impl ResultsWriter {
                 .ok()
                 .and_then(|t| t.lines().next().map(str::to_owned))
                 .unwrap_or_default();
-            if first_line == header().join(",") {
+            if first_line == header().join(",") || first_line == header_before_variant().join(",") {
                 std::fs::rename(&older, w.csv_path()).map_err(|e| {
                     format!(
                         "failed to move {} to {}: {e}",
@@ -206,6 +219,20 @@ impl ResultsWriter {
         }
         if w.csv_path().exists() {
             let rows = super::baseline::load_rows(&w.csv_path())?;
+            // A CSV of an earlier layout (before the `variant` column) is rewritten in this one, rows
+            // kept, so that this run's appended rows line up with its header.
+            let first_line = std::fs::read_to_string(w.csv_path())
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_owned))
+                .unwrap_or_default();
+            if first_line != header().join(",") {
+                let mut bytes = csv_line(&header());
+                for r in &rows {
+                    bytes.extend(csv_line(&r.fields()));
+                }
+                crate::fsutil::write_atomic(&w.csv_path(), &bytes)
+                    .map_err(|e| format!("failed to rewrite {}: {e}", w.csv_path().display()))?;
+            }
             w.lock().add(&rows);
         }
         Ok(w)
@@ -295,6 +322,7 @@ mod tests {
             family: "script".into(),
             category: "perf".into(),
             model: "m, with \"quotes\"".into(),
+            variant: String::new(),
             gpu_type: "CPU".into(),
             executor: "local".into(),
             job_id: "local-1".into(),
@@ -443,5 +471,28 @@ mod tests {
         let w = ResultsWriter::resume(dir.path()).unwrap();
         assert!(w.has_completed("case0", "local-1"));
         assert!(w.csv_path().exists() && !old.exists());
+    }
+
+    #[test]
+    fn resuming_a_csv_written_before_the_variant_column_rewrites_it_in_this_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = ResultsWriter::new(dir.path());
+        let mut bytes = csv_line(&header_before_variant());
+        let mut fields = row("case0", 1).fields();
+        fields.remove(header().iter().position(|h| h == "variant").unwrap());
+        bytes.extend(csv_line(&fields));
+        std::fs::write(w.csv_path(), bytes).unwrap();
+        let resumed = ResultsWriter::resume(dir.path()).unwrap();
+        assert!(resumed.has_completed("case0", "local-1"));
+        let mut v = row("case1", 1);
+        v.variant = "seq=64".into();
+        resumed.append(&[v]).unwrap();
+        let text = std::fs::read_to_string(resumed.csv_path()).unwrap();
+        assert_eq!(text.lines().next().unwrap(), header().join(","));
+        let rows = super::super::baseline::load_rows(&resumed.csv_path()).unwrap();
+        assert_eq!(rows.len(), 2);
+        // Every metric of the older row survived (metric columns are found by name, not position).
+        assert_eq!(rows[0].metrics, row("case0", 1).metrics);
+        assert_eq!(rows[1].variant, "seq=64");
     }
 }

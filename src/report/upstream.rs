@@ -225,6 +225,7 @@ mod tests {
             family: "disagg".into(),
             category: "perf".into(),
             model: "m".into(),
+            variant: String::new(),
             gpu_type: "GB200".into(),
             executor: "slurm".into(),
             job_id: "7".into(),
