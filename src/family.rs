@@ -50,6 +50,7 @@ pub static FAMILIES: &[&Family] = &[
     &crate::disagg::WIDEEP,
     &crate::script::FAMILY,
     &crate::aggregated::FAMILY,
+    &crate::aggr::FAMILY,
     &crate::latency::FAMILY,
     &crate::cb::FAMILY,
 ];
@@ -96,8 +97,14 @@ pub trait Spec: Any + fmt::Debug + Send + Sync {
     fn results(&self, run: &RunContext, case: &Case, job: &str) -> Result<Vec<Block>, String>;
 
     /// The variants one file expands to (`[key=value,…]` name suffixes); empty: the case itself.
-    fn variants(&self) -> Vec<(String, Arc<dyn Spec>)> {
+    fn variants(&self) -> Vec<Variant> {
         Vec::new()
+    }
+
+    /// Whether a file with errors still expands: its variants are made of list entries
+    /// (`Variant::entry`), so one entry's error fails only its own trial (aggr's server configs).
+    fn expands_with_errors(&self) -> bool {
+        false
     }
 
     /// The (classname, name) reports give the trial instead of `{family}.{category}` and its name:
@@ -105,6 +112,16 @@ pub trait Spec: Any + fmt::Debug + Send + Sync {
     fn report_id(&self, _case: &Case) -> Option<(String, String)> {
         None
     }
+}
+
+/// One case of several that a file expands to.
+pub struct Variant {
+    /// Appended to the case name (`[…]`).
+    pub suffix: String,
+    pub spec: Arc<dyn Spec>,
+    /// The entry of a list this variant is made of (`("server_configs", 2)`): violations of the
+    /// list's other entries belong to their own variants and are left out of this one.
+    pub entry: Option<(&'static str, usize)>,
 }
 
 impl dyn Spec {

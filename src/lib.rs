@@ -1,5 +1,6 @@
 //! servetest: a typed, fast test harness for LLM serving. See docs/architecture.md for the pipeline.
 
+pub mod aggr;
 pub mod aggregated;
 pub mod bench;
 pub mod case;

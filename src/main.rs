@@ -98,6 +98,12 @@ enum Command {
         #[command(subcommand)]
         what: AggregatedCommand,
     },
+    /// The job step of an `aggr` case (upstream's aggregated perf-sanity): serve a server config,
+    /// run its clients.
+    Aggr {
+        #[command(subcommand)]
+        what: AggrCommand,
+    },
     /// The job step of a `latency` case: prefill/decode latency over its grid, with FLOPs and MFU.
     Latency {
         #[command(subcommand)]
@@ -148,6 +154,22 @@ enum AggregatedCommand {
     },
     /// Seed 000's launch.py: its flags over its own model/cluster config, case and bench-param files.
     Launch(Box<servetest::aggregated::launch::LaunchArgs>),
+}
+
+#[derive(Subcommand)]
+enum AggrCommand {
+    /// Run an aggr case's server configs (what its job step runs); rows in OUT/job-<id>/rows.json.
+    Run {
+        /// The aggr case file (upstream's aggregated perf-sanity YAML).
+        #[arg(long)]
+        case: PathBuf,
+        /// The case's output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this server config (the trial's); default: every one, in order.
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +364,15 @@ fn main() -> ExitCode {
         Command::Aggregated {
             what: AggregatedCommand::Launch(args),
         } => match servetest::aggregated::launch::launch(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));
+                ExitCode::from(1)
+            }
+        },
+        Command::Aggr {
+            what: AggrCommand::Run { case, out, server },
+        } => match servetest::aggr::run(&case, &out, server.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", servetest::secrets::redact(&e.to_string()));

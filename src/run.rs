@@ -423,8 +423,20 @@ impl RunContext {
         };
         let comparisons = baseline::compare(&b.rows, rows, &b.policy);
         if comparisons.is_empty() {
+            // Rows of this case whose variants the baseline lacks (a baseline written before rows
+            // had variants, or of another grid) are named, not passed over in silence.
+            let unmatched = baseline::variants_without_baseline(&b.rows, rows);
+            let why = if unmatched.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (its rows of this case have other variants than this run's {}: a baseline \
+                     from before row variants, or another grid)",
+                    unmatched.join(", ")
+                )
+            };
             self.progress.line(&format!(
-                "  {}: no baseline values in {} to compare with",
+                "  {}: no baseline values in {} to compare with{why}",
                 case.name,
                 b.path.display()
             ));

@@ -109,8 +109,9 @@ fn list_shows_ignored_cases_with_the_reason() {
     let ignored: Vec<&serde_json::Value> =
         rows.iter().filter(|r| !r["ignored"].is_null()).collect();
     // On GB200 (the default): the H100/B200 case, the SGLang H100/H200 case and the CPU-only cases
-    // (tiny disagg perf on one node and across nodes, accuracy, latency, the two aggregated ones).
-    assert_eq!(ignored.len(), 8, "{ignored:?}");
+    // (tiny disagg perf on one node and across nodes, accuracy, latency, the two aggregated ones,
+    // the aggr case's two server configs).
+    assert_eq!(ignored.len(), 10, "{ignored:?}");
     assert!(ignored
         .iter()
         .all(|r| r["ignored"].as_str().unwrap().contains("GPU_TYPE=GB200")));
@@ -757,5 +758,91 @@ fn upstream_batched_test_configs_load_unchanged() {
         )))
         .unwrap();
         assert_eq!(p.len(), points, "{file}");
+    }
+}
+
+#[test]
+fn upstream_aggregated_perf_sanity_files_load_unchanged() {
+    // Upstream's own aggregated perf-sanity files (tests/fixtures/upstream-aggr, manifest with
+    // SHA-256): every server config becomes a trial named after it, nothing is refused, and each
+    // trial keeps only its own server config's warnings. A whole-file test id selects every
+    // trial of the file, a `FILE-SERVER` id one.
+    let root = Path::new("tests/fixtures/upstream-aggr");
+    let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
+    let mut files = 0;
+    for line in manifest.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let bytes = std::fs::read(root.join(cols[0])).unwrap();
+        assert_eq!(bytes.len().to_string(), cols[3], "{}: size", cols[0]);
+        use sha2::Digest;
+        assert_eq!(
+            format!("{:x}", sha2::Sha256::digest(&bytes)),
+            cols[4],
+            "{}: SHA-256",
+            cols[0]
+        );
+        let commit_dir = root.join(cols[0].split('/').next().unwrap());
+        let found = servetest::case::discover::discover(&[commit_dir]);
+        assert!(found.problems.is_empty(), "{:?}", found.problems);
+        let stem = Path::new(cols[0]).file_stem().unwrap().to_string_lossy();
+        let text = String::from_utf8(bytes).unwrap();
+        let servers: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- name:"))
+            .map(|n| n.trim().trim_matches('"').to_owned())
+            .collect();
+        let trials: Vec<&servetest::case::Case> = found
+            .cases
+            .iter()
+            .filter(|c| c.name.starts_with(&format!("aggr_perf-sanity_{stem}[")))
+            .collect();
+        assert!(!trials.is_empty(), "{stem}: no trial");
+        for t in &trials {
+            assert!(t.is_valid(), "{}: {:?}", t.name, t.violations);
+            let server = &t.name[t.name.find('[').unwrap() + 1..t.name.len() - 1];
+            assert!(
+                servers.iter().any(|s| s == server),
+                "{}: {servers:?}",
+                t.name
+            );
+            let index = t.violations.iter().filter_map(|v| {
+                v.key
+                    .strip_prefix("server_configs.")
+                    .and_then(|k| k.split('.').next())
+            });
+            let own: std::collections::BTreeSet<&str> = index.collect();
+            assert!(
+                own.len() <= 1,
+                "{}: other servers' warnings: {own:?}",
+                t.name
+            );
+        }
+        files += 1;
+    }
+    assert_eq!(files, 5);
+    // The ids of upstream's test-db lists select them: a file's id every server config, a
+    // `FILE-SERVER` id one.
+    for (dir, id, expected) in [
+        ("06508c5f1c00", "aggr_upload-gpt_oss_120b_fp4_blackwell", 4),
+        (
+            "233544c6dbd2",
+            "aggr_upload-deepseek_r1_fp4_v2_grace_blackwell-r1_fp4_v2_dep4_mtp1_1k1k",
+            1,
+        ),
+    ] {
+        let list = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            list.path(),
+            format!("perf/test_perf_sanity.py::test_e2e[{id}] TIMEOUT (90)\n"),
+        )
+        .unwrap();
+        let found = servetest::case::discover::discover(&[root.join(dir)]);
+        let selector = servetest::case::select::Selector {
+            filters: Vec::new(),
+            exact: false,
+            test_list: Some(list.path().to_path_buf()),
+        };
+        let chosen = selector.select(&found.cases).unwrap();
+        assert_eq!(chosen.len(), expected, "{id}");
     }
 }

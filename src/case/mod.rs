@@ -122,7 +122,7 @@ impl Case {
     /// variant, named `<name>[key=value,…]`; every other case is itself.
     pub fn expand(self) -> Vec<Case> {
         let variants = match &self.spec {
-            Some(spec) if self.is_valid() => spec.variants(),
+            Some(spec) if self.is_valid() || spec.expands_with_errors() => spec.variants(),
             _ => Vec::new(),
         };
         if variants.is_empty() {
@@ -130,10 +130,28 @@ impl Case {
         }
         variants
             .into_iter()
-            .map(|(suffix, variant)| Case {
-                name: format!("{}{suffix}", self.name),
-                spec: Some(variant),
-                ..self.clone()
+            .map(|v| {
+                let violations = match v.entry {
+                    Some((list, i)) => {
+                        let own = format!("{list}.{i}");
+                        let prefix = format!("{list}.");
+                        self.violations
+                            .iter()
+                            .filter(|x| match x.key.strip_prefix(&prefix) {
+                                Some(_) => x.key == own || x.key.starts_with(&format!("{own}.")),
+                                None => true,
+                            })
+                            .cloned()
+                            .collect()
+                    }
+                    None => self.violations.clone(),
+                };
+                Case {
+                    name: format!("{}{}", self.name, v.suffix),
+                    spec: Some(v.spec),
+                    violations,
+                    ..self.clone()
+                }
             })
             .collect()
     }

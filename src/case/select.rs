@@ -44,7 +44,11 @@ impl Selector {
         Ok(cases
             .iter()
             .enumerate()
-            .filter(|(_, c)| listed.as_ref().is_none_or(|names| names.contains(&c.name)))
+            .filter(|(_, c)| {
+                listed.as_ref().is_none_or(|names| {
+                    names.contains(&c.name) || names.iter().any(|n| n == base_name(&c.name))
+                })
+            })
             .filter(|(_, c)| self.filter_matches(&c.name))
             .map(|(i, _)| i)
             .collect())
@@ -57,7 +61,12 @@ impl Selector {
                 path: path.to_path_buf(),
             });
         }
-        let known: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        // A case that expands into variants (`NAME[…]`: cb matrices, aggr server configs) is listed
+        // whole by its base name.
+        let mut known: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        known.extend(cases.iter().map(|c| base_name(&c.name)));
+        known.sort_unstable();
+        known.dedup();
         let unknown: Vec<String> = entries
             .iter()
             .filter(|e| !known.contains(&e.name.as_str()))
@@ -75,6 +84,14 @@ impl Selector {
             });
         }
         Ok(entries.into_iter().map(|e| e.name).collect())
+    }
+}
+
+/// A variant's case name without its `[…]` suffix.
+fn base_name(name: &str) -> &str {
+    match name.split_once('[') {
+        Some((base, _)) if name.ends_with(']') => base,
+        _ => name,
     }
 }
 

@@ -81,16 +81,52 @@ fn node_id_name(line: &str, perf_prefix: &str) -> String {
         return crate::case::Case::make_name(&c[1], &c[2], &c[3]);
     }
     let prefix = format!("{perf_prefix}-");
-    match id.strip_prefix(prefix.as_str()) {
-        Some(rest) => {
-            let stem = rest
-                .strip_prefix("e2e-")
-                .or_else(|| rest.strip_prefix("gen_only-"))
-                .unwrap_or(rest);
-            crate::case::Case::make_name("disagg", "perf-sanity", stem)
-        }
-        None => id.to_owned(),
+    let aggr_prefix = format!("{}-", aggr_prefix(perf_prefix));
+    if let Some(rest) = id.strip_prefix(prefix.as_str()) {
+        let stem = rest
+            .strip_prefix("e2e-")
+            .or_else(|| rest.strip_prefix("gen_only-"))
+            .unwrap_or(rest);
+        return crate::case::Case::make_name("disagg", "perf-sanity", stem);
     }
+    // Upstream's aggregated ids: `aggr_upload-FILE` (every server config of FILE, which upstream
+    // takes up to the first `-`) and `aggr_upload-FILE-SERVER` (one). `ctx_only-…` ids run a disagg
+    // file aggregated, which servetest does not: they stay unknown names.
+    match id.strip_prefix(aggr_prefix.as_str()) {
+        Some(rest) if !rest.starts_with("ctx_only-") => {
+            let (file, server) = match rest.split_once('-') {
+                Some((file, server)) => (file, Some(server)),
+                None => (rest, None),
+            };
+            let case = crate::case::Case::make_name("aggr", "perf-sanity", file);
+            match server {
+                Some(server) => format!("{case}[{server}]"),
+                None => case,
+            }
+        }
+        _ => id.to_owned(),
+    }
+}
+
+/// The aggregated tests' prefix: `PERF_TEST_PREFIX` with `disagg` read as `aggr` (upstream collects
+/// `disagg_upload-…` and `aggr_upload-…` side by side).
+fn aggr_prefix(perf_prefix: &str) -> String {
+    perf_prefix.replacen("disagg", "aggr", 1)
+}
+
+/// An aggr trial as upstream's pytest reports it: (`perf.test_perf_sanity`,
+/// `test_e2e[aggr_upload-FILE-SERVER]`).
+pub fn aggr_junit(stem: &str, server: &str) -> (String, String) {
+    let id = crate::env::perf_test_id();
+    let (classname, _) = perf_sanity_junit_with(&id, stem, false);
+    (
+        classname,
+        format!(
+            "{}[{}-{stem}-{server}]",
+            id.function,
+            aggr_prefix(&id.prefix)
+        ),
+    )
 }
 
 /// A perf-sanity case as upstream's pytest reports it: (`perf.test_perf_sanity`,
@@ -158,6 +194,32 @@ mod tests {
                 "perf.test_mine".to_owned(),
                 "test_x[my_upload-e2e-cfg_a]".to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn aggregated_perf_sanity_ids_name_a_file_or_one_server_config() {
+        let default = crate::env::PerfTestId {
+            module: "perf/test_perf_sanity.py".into(),
+            function: "test_e2e".into(),
+            prefix: "disagg_upload".into(),
+        };
+        let names: Vec<String> = parse_with(
+            "perf/test_perf_sanity.py::test_e2e[aggr_upload-deepseek_r1_fp4_v2_grace_blackwell-r1_fp4_v2_dep4_mtp1_1k1k] TIMEOUT (90)\n\
+             perf/test_perf_sanity.py::test_e2e[aggr_upload-gpt_oss_120b_fp4_blackwell]\n\
+             perf/test_perf_sanity.py::test_e2e[aggr_upload-ctx_only-gb200_ds-r1]\n",
+            &default,
+        )
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "aggr_perf-sanity_deepseek_r1_fp4_v2_grace_blackwell[r1_fp4_v2_dep4_mtp1_1k1k]",
+                "aggr_perf-sanity_gpt_oss_120b_fp4_blackwell",
+                "aggr_upload-ctx_only-gb200_ds-r1",
+            ]
         );
     }
 

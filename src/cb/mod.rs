@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::case::Case;
 use crate::check::logparse::Block;
 use crate::exec::process::log_tail;
-use crate::family::{Family, InProcess, Spec};
+use crate::family::{Family, InProcess, Spec, Variant};
 use crate::plan::render::{JobParts, JobSite};
 use crate::run::RunContext;
 use case::CbSpec;
@@ -52,7 +52,7 @@ impl Spec for CbSpec {
     }
 
     /// One case per `matrix:` combination, and per model under `SERVETEST_CB_MODELS`.
-    fn variants(&self) -> Vec<(String, Arc<dyn Spec>)> {
+    fn variants(&self) -> Vec<Variant> {
         let models: Vec<String> = std::env::var(MODELS_ENV)
             .ok()
             .map(|v| {
@@ -85,7 +85,13 @@ impl Spec for CbSpec {
         if out.len() == 1 && out[0].0.is_empty() {
             return Vec::new();
         }
-        out
+        out.into_iter()
+            .map(|(suffix, spec)| Variant {
+                suffix,
+                spec,
+                entry: None,
+            })
+            .collect()
     }
 }
 

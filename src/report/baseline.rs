@@ -331,6 +331,24 @@ pub struct Comparison {
     pub regressed: bool,
 }
 
+/// The variants of `now`'s rows for which `baseline` has rows of the same case, but none of that
+/// variant (so nothing of them was compared).
+pub fn variants_without_baseline(baseline: &[Row], now: &[Row]) -> Vec<String> {
+    let mut out: Vec<String> = now
+        .iter()
+        .filter(|r| baseline.iter().any(|b| b.test_name == r.test_name))
+        .filter(|r| {
+            !baseline
+                .iter()
+                .any(|b| b.test_name == r.test_name && b.variant == r.variant)
+        })
+        .map(|r| format!("[{}]", r.variant))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Every gated metric present in both runs for the same case, variant and concurrency.
 pub fn compare(baseline: &[Row], now: &[Row], policy: &Policy) -> Vec<Comparison> {
     let mut out = Vec::new();
@@ -438,6 +456,13 @@ mod tests {
         assert!(c.iter().all(|c| !c.regressed), "{c:?}");
         assert_eq!(c[1].case, "latency_perf_grid [seq=64]");
         assert_eq!((c[0].baseline, c[1].baseline), (10.0, 20.0));
+        // A baseline from before row variants compares nothing, and says which variants it lacks.
+        let old = [row("latency_perf_grid", 4, &[("median_ttft_ms", 10.0)])];
+        assert!(compare(&old, &now, &policy).is_empty());
+        assert_eq!(
+            variants_without_baseline(&old, &now),
+            ["[seq=32]", "[seq=64]"]
+        );
     }
 
     #[test]

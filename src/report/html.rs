@@ -43,13 +43,15 @@ fn metric(r: &Row, name: &str) -> Option<f64> {
 }
 
 /// Which line a row belongs on: its model and, for sweeps over request shapes (aggregated cases),
-/// the input/output lengths. Points of different lines are never joined.
+/// the input/output lengths, else the row's variant (a latency grid's `seq=N`, a perf-sanity
+/// `SERVER-CLIENT`). Points of different lines are never joined.
 fn series_key(r: &Row) -> String {
     match (
         metric(r, "random_input_len"),
         metric(r, "random_output_len"),
     ) {
         (Some(i), Some(o)) => format!("{} in {i}/out {o}", r.model),
+        _ if !r.variant.is_empty() => format!("{} {}", r.model, r.variant),
         _ => r.model.clone(),
     }
 }

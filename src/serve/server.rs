@@ -159,6 +159,19 @@ impl Server {
     ) -> Result<Server, ServeError> {
         let mut command = engine.serve_command(spec);
         command.env.extend(env);
+        Server::start_command(engine, command, &spec.host, spec.port, log, timeout).await
+    }
+
+    /// As `start`, for a command the engine adapter already built (with its config files written)
+    /// that serves on `host:port`.
+    pub async fn start_command(
+        engine: &dyn Engine,
+        command: CommandSpec,
+        host: &str,
+        port: u16,
+        log: PathBuf,
+        timeout: Duration,
+    ) -> Result<Server, ServeError> {
         let name = engine.name();
         let started = Instant::now();
         let mut child =
@@ -166,12 +179,8 @@ impl Server {
                 engine: name.to_owned(),
                 source,
             })?;
-        let host = if spec.host == "0.0.0.0" {
-            "127.0.0.1"
-        } else {
-            &spec.host
-        };
-        let base_url = format!("http://{host}:{}", spec.port);
+        let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+        let base_url = format!("http://{}", crate::serve::engine::host_port(host, port));
         let health = format!("{base_url}{}", engine.health_path());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))

@@ -62,6 +62,23 @@ pub struct WorkerLaunch<'a> {
     pub nodes: u64,
 }
 
+/// One aggregated server of upstream's perf-sanity files (a `server_configs` entry).
+#[derive(Debug, Clone)]
+pub struct AggrLaunch<'a> {
+    /// The server config's name: its config file is named after it, as upstream's.
+    pub name: &'a str,
+    /// Its position in the case (for error messages).
+    pub index: usize,
+    pub model: &'a Path,
+    pub host: &'a str,
+    pub port: u16,
+    pub config: &'a WorkerConfig,
+    /// `trtllm-serve --backend` (TensorRT-LLM only).
+    pub backend: &'a str,
+    pub dir: &'a Path,
+    pub tools: &'a Tools,
+}
+
 /// A worker as the router sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerAddr {
@@ -136,6 +153,8 @@ pub trait Engine: Send + Sync {
     fn needs_bootstrap_port(&self, _side: Side) -> bool {
         false
     }
+    /// An aggregated server (upstream's aggregated perf-sanity).
+    fn aggregated(&self, a: &AggrLaunch) -> Result<Launch, String>;
     /// The disagg router in front of the workers.
     fn router(&self, r: &RouterLaunch) -> Result<Launch, String>;
     /// The engine's own serving benchmark (`benchmark.client: engine`).

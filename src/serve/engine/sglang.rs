@@ -3,16 +3,53 @@
 //! --pd-disaggregation` in front, given each prefill server's bootstrap port.
 
 use super::{
-    flags_from_map, host_port, ClientLaunch, Engine, FlagNames, Launch, RouterLaunch, ServeSpec,
-    WorkerLaunch,
+    flags_from_map, host_port, AggrLaunch, ClientLaunch, Engine, FlagNames, Launch, RouterLaunch,
+    ServeSpec, WorkerLaunch,
 };
 use crate::disagg::name::Side;
+use crate::disagg::schema::WorkerConfig;
 use crate::exec::process::CommandSpec;
 
 pub struct Sglang;
 
 /// `cache_transceiver_config.backend` → `--disaggregation-transfer-backend`.
 const BACKENDS: &[&str] = &["MOONCAKE", "NIXL", "ASCEND"];
+
+/// A TensorRT-LLM-style config (`key` names it in errors) as SGLang's server flags.
+fn server_flags(c: &WorkerConfig, key: &str) -> Result<Vec<String>, String> {
+    if c.moe_config.is_some() || c.speculative_config.is_some() {
+        return Err(format!(
+            "{key}: moe_config/speculative_config are TensorRT-LLM settings; write SGLang's own \
+                 options (e.g. speculative-algorithm) instead"
+        ));
+    }
+    let mut extra: Vec<String> = Vec::new();
+    extra.extend(["--tp-size".into(), c.tp().to_string()]);
+    if c.pp() > 1 {
+        extra.extend(["--pp-size".into(), c.pp().to_string()]);
+    }
+    if c.attention_dp() {
+        extra.extend([
+            "--enable-dp-attention".into(),
+            "--dp-size".into(),
+            c.tp().to_string(),
+        ]);
+    }
+    if let Some(ep) = c.moe_expert_parallel_size.filter(|ep| *ep > 1) {
+        extra.extend(["--ep-size".into(), ep.to_string()]);
+    }
+    if let Some(v) = c.max_batch_size {
+        extra.extend(["--max-running-requests".into(), v.to_string()]);
+    }
+    if let Some(v) = c.max_num_tokens {
+        extra.extend(["--max-prefill-tokens".into(), v.to_string()]);
+    }
+    if let Some(v) = c.max_seq_len {
+        extra.extend(["--context-length".into(), v.to_string()]);
+    }
+    extra.extend(flags_from_map(&c.extra, FlagNames::Dashed, key)?);
+    Ok(extra)
+}
 
 impl Engine for Sglang {
     fn name(&self) -> &'static str {
@@ -61,12 +98,6 @@ impl Engine for Sglang {
                 BACKENDS.join(", ")
             ));
         }
-        if c.moe_config.is_some() || c.speculative_config.is_some() {
-            return Err(format!(
-                "worker_config.{side}: moe_config/speculative_config are TensorRT-LLM settings; \
-                 write SGLang's own options (e.g. speculative-algorithm) instead"
-            ));
-        }
         let mut extra = vec![
             "--disaggregation-mode".to_owned(),
             if w.side == Side::Ctx {
@@ -81,29 +112,6 @@ impl Engine for Sglang {
         if let Some(port) = w.bootstrap_port {
             extra.extend(["--disaggregation-bootstrap-port".into(), port.to_string()]);
         }
-        extra.extend(["--tp-size".into(), c.tp().to_string()]);
-        if c.pp() > 1 {
-            extra.extend(["--pp-size".into(), c.pp().to_string()]);
-        }
-        if c.attention_dp() {
-            extra.extend([
-                "--enable-dp-attention".into(),
-                "--dp-size".into(),
-                c.tp().to_string(),
-            ]);
-        }
-        if let Some(ep) = c.moe_expert_parallel_size.filter(|ep| *ep > 1) {
-            extra.extend(["--ep-size".into(), ep.to_string()]);
-        }
-        if let Some(v) = c.max_batch_size {
-            extra.extend(["--max-running-requests".into(), v.to_string()]);
-        }
-        if let Some(v) = c.max_num_tokens {
-            extra.extend(["--max-prefill-tokens".into(), v.to_string()]);
-        }
-        if let Some(v) = c.max_seq_len {
-            extra.extend(["--context-length".into(), v.to_string()]);
-        }
         let transceiver_extra = c
             .cache_transceiver_config
             .as_ref()
@@ -114,11 +122,7 @@ impl Engine for Sglang {
                 "worker_config.{side}.cache_transceiver_config: only `backend` applies to SGLang"
             ));
         }
-        extra.extend(flags_from_map(
-            &c.extra,
-            FlagNames::Dashed,
-            "worker_config",
-        )?);
+        extra.extend(server_flags(c, &format!("worker_config.{side}"))?);
         let mut command = self.serve_command(&ServeSpec {
             model: w.model.to_path_buf(),
             host: w.host.to_owned(),
@@ -127,6 +131,21 @@ impl Engine for Sglang {
             extra_args: extra,
         });
         command.cwd = Some(w.dir.to_path_buf());
+        Ok(Launch {
+            command,
+            files: Vec::new(),
+        })
+    }
+
+    fn aggregated(&self, a: &AggrLaunch) -> Result<Launch, String> {
+        let mut command = self.serve_command(&ServeSpec {
+            model: a.model.to_path_buf(),
+            host: a.host.to_owned(),
+            port: a.port,
+            python: a.tools.python.clone(),
+            extra_args: server_flags(a.config, &format!("server_configs.{}", a.index))?,
+        });
+        command.cwd = Some(a.dir.to_path_buf());
         Ok(Launch {
             command,
             files: Vec::new(),

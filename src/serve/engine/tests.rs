@@ -231,3 +231,83 @@ fn vllm_command_is_argv_with_extra_args_last() {
         ]
     );
 }
+
+/// What an aggr trial (upstream's aggregated perf-sanity server config) starts: the server with its
+/// config file, and the native client's command for each client config.
+fn rendered_aggr(spec: &crate::aggr::case::AggrSpec) -> String {
+    let engine = for_kind(spec.environment.engine);
+    let tools = tools();
+    let dir = PathBuf::from("/jobs/job-1");
+    let mut doc = serde_yaml::Mapping::new();
+    doc.insert("engine".into(), engine.name().into());
+    for (i, s) in spec.server_configs.iter().enumerate() {
+        let model = PathBuf::from(format!(
+            "/models/{}",
+            s.model_name.as_deref().unwrap_or(&spec.metadata.model_name)
+        ));
+        let server = engine.aggregated(&AggrLaunch {
+            name: &s.name,
+            index: i,
+            model: &model,
+            host: "10.0.0.1",
+            port: 8000,
+            config: &s.engine,
+            backend: s.backend.as_deref().unwrap_or("pytorch"),
+            dir: &dir,
+            tools: &tools,
+        });
+        doc.insert(format!("server {}", s.name).into(), launch_yaml(server));
+        for (j, c) in s.client_configs.iter().enumerate() {
+            let client = crate::aggr::client_command(
+                &tools.servetest,
+                "http://10.0.0.1:8000",
+                &model,
+                c,
+                &dir.join(format!("bench.{i}.{j}.json")),
+                &format!("{}-{}", s.name, c.name),
+                Vec::new(),
+            )
+            .map(|c| command_yaml(&c))
+            .unwrap_or_else(|e| format!("error: {e}").into());
+            doc.insert(format!("client {}-{}", s.name, c.name).into(), client);
+        }
+    }
+    serde_yaml::to_string(&doc).unwrap()
+}
+
+#[test]
+fn every_aggr_case_renders_its_servers_and_clients() {
+    // The repository's own case (vLLM) and upstream's files as fixtures (TensorRT-LLM), whole files:
+    // each trial renders its one server config the same way.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut roots = vec![root.join("test_configs")];
+    for e in std::fs::read_dir(root.join("tests/fixtures/upstream-aggr")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            roots.push(p);
+        }
+    }
+    let mut seen = 0;
+    for r in roots {
+        let found = discover(&[r]);
+        let mut files: Vec<&crate::case::Case> = found
+            .cases
+            .iter()
+            .filter(|c| c.family.name == "aggr")
+            .collect();
+        files.dedup_by_key(|c| c.path.clone());
+        for case in files {
+            let whole = crate::case::Case::load_file(&case.path).unwrap();
+            let spec = whole.spec_of::<crate::aggr::case::AggrSpec>().unwrap();
+            let stem = case
+                .path
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            seen += 1;
+            insta::assert_snapshot!(format!("aggr_{stem}"), rendered_aggr(spec));
+        }
+    }
+    assert!(seen >= 6, "only {seen} aggr files found");
+}

@@ -8,7 +8,8 @@
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    worker_config_name, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec, WorkerLaunch,
+    worker_config_name, AggrLaunch, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec,
+    WorkerLaunch,
 };
 use crate::exec::process::CommandSpec;
 
@@ -82,6 +83,32 @@ impl Engine for Trtllm {
             command.program = llmapi_launch(&w.tools.trtllm_serve);
         }
         command.cwd = Some(w.dir.to_path_buf());
+        Ok(Launch {
+            command,
+            files: vec![(path, text)],
+        })
+    }
+
+    /// Upstream's aggregated perf-sanity server: `trtllm-serve MODEL --backend B --config
+    /// extra-llm-api-config.aggr.<name>.yml`, the server's engine keys written verbatim.
+    fn aggregated(&self, a: &AggrLaunch) -> Result<Launch, String> {
+        let path = a
+            .dir
+            .join(format!("extra-llm-api-config.aggr.{}.yml", a.name));
+        let text = serde_yaml::to_string(a.config).map_err(|e| e.to_string())?;
+        let mut command = self.serve_command(&ServeSpec {
+            model: a.model.to_path_buf(),
+            host: a.host.to_owned(),
+            port: a.port,
+            python: a.tools.python.clone(),
+            extra_args: vec!["--config".into(), path.display().to_string()],
+        });
+        command.program = a.tools.trtllm_serve.clone();
+        // serve_command's `--backend pytorch`, or the server config's own backend.
+        if let Some(i) = command.args.iter().position(|x| x == "--backend") {
+            command.args[i + 1] = a.backend.to_owned();
+        }
+        command.cwd = Some(a.dir.to_path_buf());
         Ok(Launch {
             command,
             files: vec![(path, text)],

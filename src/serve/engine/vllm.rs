@@ -5,8 +5,8 @@
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    host_port, worker_config_name, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec,
-    WorkerLaunch,
+    host_port, worker_config_name, AggrLaunch, ClientLaunch, Engine, Launch, RouterLaunch,
+    ServeSpec, WorkerLaunch,
 };
 use crate::disagg::name::Side;
 use crate::disagg::schema::WorkerConfig;
@@ -30,11 +30,24 @@ impl Vllm {
     /// The worker's vLLM config file: typed keys mapped to vLLM's option names, pass-through keys
     /// verbatim. TensorRT-LLM-only settings that vLLM has no equivalent for are refused, not dropped.
     fn config(w: &WorkerLaunch) -> Result<Mapping, String> {
-        let c: &WorkerConfig = w.config;
-        let side = side_key(w.side);
-        let unsupported = |key: &str, hint: &str| {
+        Self::mapped(
+            w.config,
+            &format!("worker_config.{}", side_key(w.side)),
+            Some(&|| kv_transfer_config(w)),
+        )
+    }
+
+    /// A TensorRT-LLM-style config (`key` names it in errors) as vLLM's options: typed keys mapped
+    /// to vLLM's names, then a disagg worker's `kv-transfer-config`, then pass-through keys verbatim
+    /// (they win); TensorRT-LLM-only settings refused.
+    fn mapped(
+        c: &WorkerConfig,
+        key: &str,
+        kv: Option<&dyn Fn() -> Result<String, String>>,
+    ) -> Result<Mapping, String> {
+        let unsupported = |field: &str, hint: &str| {
             Err(format!(
-                "worker_config.{side}.{key}: not supported with engine vllm ({hint})"
+                "{key}.{field}: not supported with engine vllm ({hint})"
             ))
         };
         if c.attention_dp() {
@@ -74,7 +87,9 @@ impl Vllm {
             let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
             put("speculative-config", json.into());
         }
-        put("kv-transfer-config", kv_transfer_config(w)?.into());
+        if let Some(kv) = kv {
+            put("kv-transfer-config", kv()?.into());
+        }
         for (k, v) in &c.extra {
             m.insert(Value::String(k.clone()), v.clone());
         }
@@ -187,6 +202,24 @@ impl Engine for Vllm {
             extra_args: vec!["--config".into(), path.display().to_string()],
         });
         command.cwd = Some(w.dir.to_path_buf());
+        Ok(Launch {
+            command,
+            files: vec![(path, text)],
+        })
+    }
+
+    fn aggregated(&self, a: &AggrLaunch) -> Result<Launch, String> {
+        let config = Self::mapped(a.config, &format!("server_configs.{}", a.index), None)?;
+        let path = a.dir.join(format!("vllm-config.aggr.{}.yml", a.name));
+        let text = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+        let mut command = self.serve_command(&ServeSpec {
+            model: a.model.to_path_buf(),
+            host: a.host.to_owned(),
+            port: a.port,
+            python: a.tools.python.clone(),
+            extra_args: vec!["--config".into(), path.display().to_string()],
+        });
+        command.cwd = Some(a.dir.to_path_buf());
         Ok(Launch {
             command,
             files: vec![(path, text)],
