@@ -350,7 +350,16 @@ pub fn validate(spec: &AggrSpec) -> Vec<Violation> {
                 ));
             }
         }
-        engine_keys(spec.environment.engine, &key, &s.engine, &mut v);
+        // A typo of a server config's own key lands among the engine keys: named here. The pinned
+        // argument list is the PyTorch backend's (AutoDeploy's `_autodeploy` has its own).
+        if s.backend.as_deref().is_none_or(|b| b == "pytorch") {
+            crate::disagg::validate::engine_key_warnings(
+                spec.environment.engine,
+                &key,
+                &s.engine,
+                &mut v,
+            );
+        }
         let per_node = s
             .gpus_per_node
             .unwrap_or(spec.hardware.gpus_per_node)
@@ -453,30 +462,6 @@ pub fn validate(spec: &AggrSpec) -> Vec<Violation> {
         }
     }
     v
-}
-
-/// Engine keys that are not arguments of the engine (a typo of a server config's own keys lands
-/// here too): warnings with the closest argument, as for disagg workers.
-fn engine_keys(engine: EngineKind, key: &str, cfg: &WorkerConfig, out: &mut Vec<Violation>) {
-    use crate::serve::engine::known_args;
-    let Some(source) = known_args::source(engine) else {
-        return;
-    };
-    for k in cfg.extra.keys() {
-        if let Some(Some(hint)) = known_args::check(engine, k) {
-            let hint = if hint.is_empty() {
-                String::new()
-            } else {
-                format!("; did you mean `{hint}`?")
-            };
-            out.push(Violation::warning(
-                format!("{key}.{k}"),
-                format!(
-                    "not an argument of {source}{hint} (the engine would refuse it when the job starts)"
-                ),
-            ));
-        }
-    }
 }
 
 fn env_string(key: &str, text: Option<&str>, out: &mut Vec<Violation>) {

@@ -626,6 +626,23 @@ mod tests {
     }
 
     #[test]
+    fn a_typo_of_a_server_key_is_named_with_the_closest_engine_argument() {
+        // Server configs pass unknown keys to the engine, so a typo lands there: a warning.
+        let text = "metadata: {model_name: m}\nserver_configs:\n  - name: a\n    max_batchsize: 8\n    client_configs: [{name: c}]\n";
+        let t = trials(text);
+        let w = t[0]
+            .violations
+            .iter()
+            .find(|v| v.key == "server_configs.0.max_batchsize")
+            .expect("a warning");
+        assert!(
+            w.reason.contains("did you mean `max_batch_size`"),
+            "{}",
+            w.reason
+        );
+    }
+
+    #[test]
     fn a_server_config_wider_than_a_node_is_refused_at_planning() {
         let text = "metadata: {model_name: m}\nhardware: {gpus_per_node: 4}\nserver_configs:\n  - name: wide\n    tensor_parallel_size: 8\n    client_configs: [{name: c}]\n";
         let t = trials(text);

@@ -330,24 +330,39 @@ fn upstream_only_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
 /// Keys under `worker_config.{ctx,gen}` that the engine does not know (a typo found now, not when
 /// the job starts): a warning with the closest known argument.
 fn engine_keys(spec: &DisaggSpec, out: &mut Vec<Violation>) {
+    for (side, cfg) in sides(spec) {
+        engine_key_warnings(
+            spec.environment.engine,
+            &format!("worker_config.{side}"),
+            cfg,
+            out,
+        );
+    }
+}
+
+/// Pass-through keys of an engine config (`prefix` names it) that are not arguments of the engine:
+/// warnings with the closest argument (disagg workers, aggr server configs).
+pub fn engine_key_warnings(
+    engine: crate::disagg::schema::EngineKind,
+    prefix: &str,
+    cfg: &WorkerConfig,
+    out: &mut Vec<Violation>,
+) {
     use crate::serve::engine::known_args;
-    let engine = spec.environment.engine;
     let Some(source) = known_args::source(engine) else {
         return;
     };
-    for (side, cfg) in sides(spec) {
-        for key in cfg.extra.keys() {
-            if let Some(Some(hint)) = known_args::check(engine, key) {
-                let hint = if hint.is_empty() {
-                    String::new()
-                } else {
-                    format!("; did you mean `{hint}`?")
-                };
-                out.push(Violation::warning(
-                    format!("worker_config.{side}.{key}"),
-                    format!("not an argument of {source}{hint} (the engine would refuse it when the job starts)"),
-                ));
-            }
+    for key in cfg.extra.keys() {
+        if let Some(Some(hint)) = known_args::check(engine, key) {
+            let hint = if hint.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean `{hint}`?")
+            };
+            out.push(Violation::warning(
+                format!("{prefix}.{key}"),
+                format!("not an argument of {source}{hint} (the engine would refuse it when the job starts)"),
+            ));
         }
     }
 }

@@ -79,6 +79,62 @@ pub struct AggrLaunch<'a> {
     pub tools: &'a Tools,
 }
 
+/// Where one server listens and runs: what `config_file_server` needs besides its file.
+pub(crate) struct ServeAt<'a> {
+    pub model: &'a Path,
+    pub host: &'a str,
+    pub port: u16,
+    pub tools: &'a Tools,
+    pub dir: &'a Path,
+}
+
+/// `serve_command` with `--config PATH`, run in the job directory; `config` is written to `path`
+/// before the server starts (a disagg worker's or an aggregated server's config file).
+pub(crate) fn config_file_server(
+    engine: &dyn Engine,
+    at: &ServeAt,
+    path: PathBuf,
+    config: &impl serde::Serialize,
+) -> Result<Launch, String> {
+    let text = serde_yaml::to_string(config).map_err(|e| e.to_string())?;
+    let mut command = engine.serve_command(&ServeSpec {
+        model: at.model.to_path_buf(),
+        host: at.host.to_owned(),
+        port: at.port,
+        python: at.tools.python.clone(),
+        extra_args: vec!["--config".into(), path.display().to_string()],
+    });
+    command.cwd = Some(at.dir.to_path_buf());
+    Ok(Launch {
+        command,
+        files: vec![(path, text)],
+    })
+}
+
+impl WorkerLaunch<'_> {
+    pub(crate) fn at(&self) -> ServeAt<'_> {
+        ServeAt {
+            model: self.model,
+            host: self.host,
+            port: self.port,
+            tools: self.tools,
+            dir: self.dir,
+        }
+    }
+}
+
+impl AggrLaunch<'_> {
+    pub(crate) fn at(&self) -> ServeAt<'_> {
+        ServeAt {
+            model: self.model,
+            host: self.host,
+            port: self.port,
+            tools: self.tools,
+            dir: self.dir,
+        }
+    }
+}
+
 /// A worker as the router sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerAddr {

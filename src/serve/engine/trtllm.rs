@@ -8,8 +8,8 @@
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    worker_config_name, AggrLaunch, ClientLaunch, Engine, Launch, RouterLaunch, ServeSpec,
-    WorkerLaunch,
+    config_file_server, worker_config_name, AggrLaunch, ClientLaunch, Engine, Launch, RouterLaunch,
+    ServeSpec, WorkerLaunch,
 };
 use crate::exec::process::CommandSpec;
 
@@ -66,14 +66,8 @@ impl Engine for Trtllm {
         let path = w
             .dir
             .join(worker_config_name("extra-llm-api-config", w.side, w.case));
-        let text = serde_yaml::to_string(w.config).map_err(|e| e.to_string())?;
-        let mut command = self.serve_command(&ServeSpec {
-            model: w.model.to_path_buf(),
-            host: w.host.to_owned(),
-            port: w.port,
-            python: w.tools.python.clone(),
-            extra_args: vec!["--config".into(), path.display().to_string()],
-        });
+        let mut launch = config_file_server(self, &w.at(), path, w.config)?;
+        let command = &mut launch.command;
         command.program = w.tools.trtllm_serve.clone();
         if w.nodes > 1 {
             // Rank 0 serves; the others join its MPI world (trtllm-llmapi-launch decides by rank).
@@ -82,11 +76,7 @@ impl Engine for Trtllm {
                 .insert(0, command.program.display().to_string());
             command.program = llmapi_launch(&w.tools.trtllm_serve);
         }
-        command.cwd = Some(w.dir.to_path_buf());
-        Ok(Launch {
-            command,
-            files: vec![(path, text)],
-        })
+        Ok(launch)
     }
 
     /// Upstream's aggregated perf-sanity server: `trtllm-serve MODEL --backend B --config
@@ -95,24 +85,14 @@ impl Engine for Trtllm {
         let path = a
             .dir
             .join(format!("extra-llm-api-config.aggr.{}.yml", a.name));
-        let text = serde_yaml::to_string(a.config).map_err(|e| e.to_string())?;
-        let mut command = self.serve_command(&ServeSpec {
-            model: a.model.to_path_buf(),
-            host: a.host.to_owned(),
-            port: a.port,
-            python: a.tools.python.clone(),
-            extra_args: vec!["--config".into(), path.display().to_string()],
-        });
+        let mut launch = config_file_server(self, &a.at(), path, a.config)?;
+        let command = &mut launch.command;
         command.program = a.tools.trtllm_serve.clone();
         // serve_command's `--backend pytorch`, or the server config's own backend.
         if let Some(i) = command.args.iter().position(|x| x == "--backend") {
             command.args[i + 1] = a.backend.to_owned();
         }
-        command.cwd = Some(a.dir.to_path_buf());
-        Ok(Launch {
-            command,
-            files: vec![(path, text)],
-        })
+        Ok(launch)
     }
 
     fn router(&self, r: &RouterLaunch) -> Result<Launch, String> {

@@ -5,8 +5,8 @@
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    host_port, worker_config_name, AggrLaunch, ClientLaunch, Engine, Launch, RouterLaunch,
-    ServeSpec, WorkerLaunch,
+    config_file_server, host_port, worker_config_name, AggrLaunch, ClientLaunch, Engine, Launch,
+    RouterLaunch, ServeSpec, WorkerLaunch,
 };
 use crate::disagg::name::Side;
 use crate::disagg::schema::WorkerConfig;
@@ -193,37 +193,13 @@ impl Engine for Vllm {
         let path = w
             .dir
             .join(worker_config_name("vllm-config", w.side, w.case));
-        let text = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
-        let mut command = self.serve_command(&ServeSpec {
-            model: w.model.to_path_buf(),
-            host: w.host.to_owned(),
-            port: w.port,
-            python: w.tools.python.clone(),
-            extra_args: vec!["--config".into(), path.display().to_string()],
-        });
-        command.cwd = Some(w.dir.to_path_buf());
-        Ok(Launch {
-            command,
-            files: vec![(path, text)],
-        })
+        config_file_server(self, &w.at(), path, &config)
     }
 
     fn aggregated(&self, a: &AggrLaunch) -> Result<Launch, String> {
         let config = Self::mapped(a.config, &format!("server_configs.{}", a.index), None)?;
         let path = a.dir.join(format!("vllm-config.aggr.{}.yml", a.name));
-        let text = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
-        let mut command = self.serve_command(&ServeSpec {
-            model: a.model.to_path_buf(),
-            host: a.host.to_owned(),
-            port: a.port,
-            python: a.tools.python.clone(),
-            extra_args: vec!["--config".into(), path.display().to_string()],
-        });
-        command.cwd = Some(a.dir.to_path_buf());
-        Ok(Launch {
-            command,
-            files: vec![(path, text)],
-        })
+        config_file_server(self, &a.at(), path, &config)
     }
 
     fn router(&self, r: &RouterLaunch) -> Result<Launch, String> {
