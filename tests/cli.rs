@@ -846,3 +846,80 @@ fn upstream_aggregated_perf_sanity_files_load_unchanged() {
         assert_eq!(chosen.len(), expected, "{id}");
     }
 }
+
+#[test]
+fn a_terminated_aggr_step_leaves_no_server_behind() {
+    // `servetest aggr run` as a cancelled job sees it: SIGTERM while its server is starting. The
+    // stand-in engine records its pid and never becomes healthy; after servetest exits, it must be
+    // gone (it runs in a process group of its own, which the executor's signal does not reach).
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("python");
+    let pid_file = dir.path().join("server.pid");
+    std::fs::write(
+        &engine,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let case = dir.path().join("aggr/perf-sanity/stub.yaml");
+    std::fs::create_dir_all(case.parent().unwrap()).unwrap();
+    std::fs::write(
+        &case,
+        "metadata: {model_name: m}\nserver_configs:\n  - name: a\n    client_configs: [{name: c}]\nenvironment: {engine: vllm, model_path: /nonexistent}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_servetest"))
+        .args(["aggr", "run", "--case"])
+        .arg(&case)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .args(["--server", "a"])
+        .env("SERVETEST_ENGINE_PYTHON", &engine)
+        .env("SLURM_JOB_ID", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let pid: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the stand-in engine never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopped by SIGTERM"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Gone, or a zombie waiting for this container's init to reap it: not running either way.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.chars().next()))
+        .flatten();
+    assert!(
+        matches!(state, None | Some('Z')),
+        "server {pid} still {state:?}"
+    );
+    // The job's rows.json is written (empty: no client finished).
+    let rows = std::fs::read_to_string(dir.path().join("out/job-1/rows.json")).unwrap();
+    assert_eq!(rows.trim(), "[]");
+}
