@@ -872,7 +872,7 @@ fn a_terminated_aggr_step_leaves_no_server_behind() {
         "metadata: {model_name: m}\nserver_configs:\n  - name: a\n    client_configs: [{name: c}]\nenvironment: {engine: vllm, model_path: /nonexistent}\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_servetest"))
+    let child = Command::new(env!("CARGO_BIN_EXE_servetest"))
         .args(["aggr", "run", "--case"])
         .arg(&case)
         .arg("--out")
