@@ -22,7 +22,6 @@ use crate::report::baseline::{self, Policy};
 use crate::report::results::{ResultsWriter, Row};
 
 /// Log lines shown in a failed trial, per file.
-/// Lines of each log a failure quotes.
 pub const TAIL: usize = 20;
 
 pub struct RunOptions {
