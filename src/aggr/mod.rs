@@ -97,24 +97,20 @@ impl Spec for AggrSpec {
                 ),
             ));
         }
-        let default_slurm;
-        let slurm = match &self.slurm {
-            Some(s) => s,
-            None => {
-                default_slurm = crate::case::common::ScriptSlurm {
-                    partition: None,
-                    account: None,
-                    job_time: DEFAULT_JOB_TIME.into(),
-                    extra_args: None,
-                    nodes: None,
-                };
-                &default_slurm
-            }
-        };
+        let slurm = self
+            .slurm
+            .clone()
+            .unwrap_or_else(|| crate::case::common::ScriptSlurm {
+                partition: None,
+                account: None,
+                job_time: DEFAULT_JOB_TIME.into(),
+                extra_args: None,
+                nodes: None,
+            });
         let mut step = crate::family::step::planned("aggr", site, devices.min(per_node));
         step.argv.extend(["--server".into(), server.name.clone()]);
         Ok(JobParts {
-            fields: SlurmFields::from_script(slurm, 1, per_node),
+            fields: SlurmFields::from_script(&slurm, 1, per_node),
             env: Vec::new(),
             steps: vec![step],
             serving_roles: false,
@@ -197,7 +193,6 @@ pub fn run(case_path: &Path, out: &Path, server: Option<&str>) -> Result<(), Str
     let spec = case
         .spec_of::<AggrSpec>()
         .ok_or_else(|| format!("{}: not an aggr case", case_path.display()))?;
-    let servers: Vec<&ServerConfig> = spec.server_configs.iter().collect();
     let root = crate::env::project_dir();
     let dir = job_dir(out);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -220,7 +215,7 @@ pub fn run(case_path: &Path, out: &Path, server: Option<&str>) -> Result<(), Str
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        for (idx, s) in servers.iter().enumerate() {
+        for (idx, s) in spec.server_configs.iter().enumerate() {
             let done = tokio::select! {
                 r = run.server(idx, s, &mut rows) => r,
                 _ = term.recv() => Err("stopped by SIGTERM".to_owned()),
@@ -268,14 +263,11 @@ impl Run<'_> {
         PathBuf::from(name)
     }
 
-    /// The log prefix of the clients: upstream's `trtllm-benchmark` for TensorRT-LLM.
+    /// A client's log: upstream's `trtllm-benchmark.<idx>.<client>.log` for TensorRT-LLM, the
+    /// engine's name in place of `trtllm` for the others.
     fn client_log(&self, idx: usize, cidx: usize) -> PathBuf {
-        let prefix = match self.engine.name() {
-            "trtllm" => "trtllm".to_owned(),
-            other => other.to_owned(),
-        };
         self.dir
-            .join(format!("{prefix}-benchmark.{idx}.{cidx}.log"))
+            .join(format!("{}-benchmark.{idx}.{cidx}.log", self.engine.name()))
     }
 
     async fn server(
